@@ -1,0 +1,5 @@
+"""Pure, jit-able adversarial attacks: `attack(logits_fn, x, y, key, **hyperparameters) -> AttackOutput`."""
+from advjax.attacks import losses, parts
+from advjax.attacks.pgd import AttackOutput, fgsm, pgd, pgd_k_tau
+
+__all__ = ['AttackOutput', 'fgsm', 'pgd', 'pgd_k_tau', 'losses', 'parts']

@@ -1,0 +1,33 @@
+"""Checkpoints with orbax: one per epoch, the last few kept, and automatic resume from the workdir."""
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves the train state under `workdir/checkpoints/<epoch>`; the step count, the seed and the epoch fix the RNG
+  and the data order, so restoring the state resumes a run exactly."""
+
+  def __init__(self, workdir, keep=3):
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, 'checkpoints')),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_epoch(self):
+    return self._manager.latest_step() or 0
+
+  def restore(self, state):
+    """The latest checkpoint restored onto `state`'s shapes and shardings; `state` itself if there is none."""
+    epoch = self._manager.latest_step()
+    if epoch is None:
+      return state
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    return self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
+
+  def save(self, epoch, state):
+    self._manager.save(epoch, args=ocp.args.StandardSave(state))   # asynchronous
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()

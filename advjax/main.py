@@ -1,0 +1,51 @@
+"""advjax command line: `python -m advjax.main --config=configs/fat.py [--workdir=DIR] [--config.x.y=v ...]`.
+
+The only module with flags. Rerunning a command resumes from the checkpoints in its workdir.
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file, e.g. configs/fat.py.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints and metrics go here; default ./runs/<config name>.')
+
+
+def fail(message):
+  """Bad input: one line on stderr and exit code 2."""
+  print(f'advjax: error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, FileNotFoundError, AttributeError, ValueError, TypeError) as e:
+    fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+def default_workdir():
+  name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS['config'])))[0]
+  return os.path.join('runs', name)
+
+
+def main(argv):
+  if len(argv) > 1:
+    fail(f'unexpected arguments {argv[1:]}; use --config=FILE, --workdir=DIR and --config.<field>=<value>')
+  if _CONFIG.value is None:
+    fail('--config is required, e.g. --config=configs/fat.py')
+  logging.set_verbosity(logging.WARNING)   # orbax narrates every save at INFO
+  from advjax import train, validation  # pylint: disable=g-import-not-at-top
+  try:
+    validation.check(_CONFIG.value)
+  except validation.ConfigError as e:
+    fail(str(e))
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value or default_workdir())
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,65 @@
+"""The model zoo: image classifiers for adversarial training, looked up by name.
+
+Every model takes NHWC images in [0, 1] with any channel count, normalises them
+itself (so attack budgets stay in pixel units), uses BatchNorm (collection
+'batch_stats'), and returns float32 logits of shape (batch, num_classes):
+
+  model = get_model('wrn-34-10', 10, mean=CIFAR_MEAN, std=CIFAR_STD)
+  variables = model.init(key, x, train=False)
+  logits, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+"""
+import re
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from advjax.models.cnn import SmallCNN, TinyCNN
+from advjax.models.resnet import ResNet18
+from advjax.models.wide_resnet import WideResNet, blocks_per_stage
+
+__all__ = ['get_model', 'is_known', 'KNOWN_MODELS', 'TinyCNN', 'SmallCNN', 'ResNet18', 'WideResNet']
+
+_FIXED = {'tiny_cnn': TinyCNN, 'small_cnn': SmallCNN, 'resnet18': ResNet18}
+_WRN_NAME = re.compile(r'wrn-(\d+)-(\d+)')
+
+KNOWN_MODELS = ', '.join(_FIXED) + ', wrn-<depth>-<width> (depth 6n+4 or 6n+2, e.g. wrn-34-10, wrn-28-10)'
+
+
+def _parse_wrn(name: str) -> tuple[int, int] | None:
+  """(blocks per stage, width) for a valid 'wrn-<depth>-<width>' name, else None."""
+  match = _WRN_NAME.fullmatch(name)
+  if not match:
+    return None
+  depth, width = int(match[1]), int(match[2])
+  blocks = blocks_per_stage(depth)
+  return (blocks, width) if blocks and width > 0 else None
+
+
+def is_known(name: str) -> bool:
+  """Whether `get_model` accepts `name`; cheap enough for config validation."""
+  return name in _FIXED or _parse_wrn(name) is not None
+
+
+def get_model(name: str, num_classes: int, *, bn_axis_name: str | None = None,
+              mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+              dtype=jnp.float32) -> nn.Module:
+  """The classifier called `name` (see KNOWN_MODELS).
+
+  Args:
+    name: a model name, e.g. 'resnet18' or 'wrn-34-10'.
+    num_classes: width of the logits.
+    bn_axis_name: mapped axis over which BatchNorm averages training statistics
+      (e.g. 'data' inside a shard_map); None for per-device statistics.
+    mean, std: per-channel input normalisation applied inside the model.
+    dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
+  """
+  # Tuples, not lists or arrays: module attributes must be hashable.
+  kwargs = dict(num_classes=num_classes, bn_axis_name=bn_axis_name, dtype=dtype,
+                mean=None if mean is None else tuple(float(m) for m in mean),
+                std=None if std is None else tuple(float(s) for s in std))
+  if name in _FIXED:
+    return _FIXED[name](**kwargs)
+  if wrn := _parse_wrn(name):
+    blocks, width = wrn
+    return WideResNet(blocks=blocks, width=width, **kwargs)
+  raise ValueError(f'Unknown model {name!r}; known models: {KNOWN_MODELS}.')

@@ -1,0 +1,110 @@
+"""The per-device train and eval steps, mapped over a 1-D device mesh (pmap semantics via jit(shard_map)).
+
+Inside a step each device sees its shard of the global batch. Gradients and metrics are averaged or summed across
+devices explicitly; BatchNorm statistics are averaged across devices by the model itself (`bn_axis_name`), so a run
+computes the same function whatever the number of devices, or per device with `bn_stats='per_device'`.
+"""
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from advjax import attacks, objectives, schedules
+from advjax.attacks import losses
+
+AXIS = 'data'
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def make_mesh(devices=None):
+  devices = jax.devices() if devices is None else devices
+  return jax.make_mesh((len(devices),), (AXIS,), devices=devices)
+
+
+def make_optimizer(config, steps_per_epoch):
+  """SGD with momentum and coupled weight decay (PyTorch's `SGD(weight_decay=...)`), LR piecewise by epoch."""
+  o = config.optimizer
+  return optax.chain(
+      optax.add_decayed_weights(o.weight_decay),
+      optax.sgd(schedules.per_step(config.lr_schedule, steps_per_epoch), momentum=o.momentum, nesterov=o.nesterov))
+
+
+def create_train_state(model, tx, input_shape, key, mesh):
+  """Initial state, replicated on every device of the mesh."""
+  @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, P()))
+  def init():
+    variables = model.init(key, jnp.zeros((1, *input_shape)), train=False)
+    params = variables['params']
+    return TrainState(step=jnp.int32(0), params=params, batch_stats=variables['batch_stats'],
+                      opt_state=tx.init(params))
+  return init()
+
+
+def example_keys(key, step, indices):
+  """One key per example from (key, step, dataset index): noise that does not depend on the device split."""
+  step_key = jax.random.fold_in(key, step)
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, indices)
+
+
+def make_train_step(model, tx, config, mesh, key):
+  """Jitted `train_step(state, batch, tau) -> (state, metric sums)`; `tau` is traced, so its schedule never
+  recompiles."""
+  attack = objectives.training_attack(config)
+  method = objectives.METHODS[config.method]
+  per_device_bn = config.bn_stats == 'per_device'
+
+  def step(state, batch, tau):
+    x, y = batch['image'], batch['label']
+    variables = dict(params=state.params, batch_stats=state.batch_stats)
+    logits_fn = lambda v: model.apply(variables, v, train=False)
+    adv = attack(logits_fn, x, y, example_keys(key, state.step, batch['index']), tau)
+
+    def loss_fn(params):
+      def forward(v, batch_stats):
+        logits, updates = model.apply(dict(params=params, batch_stats=batch_stats), v, train=True,
+                                      mutable=['batch_stats'])
+        return logits, updates['batch_stats']
+      return method.loss(forward, state.batch_stats, x, adv.x_adv, y)
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, AXIS)
+    if per_device_bn:
+      batch_stats = jax.lax.pmean(batch_stats, AXIS)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                       batch_stats=batch_stats, opt_state=opt_state)
+    metrics = dict(loss=loss * y.shape[0], adv_correct=(logits.argmax(-1) == y).sum(),
+                   attack_steps=adv.steps.sum(), examples=y.shape[0])
+    return state, jax.lax.psum(metrics, AXIS)
+
+  mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
+  return jax.jit(mapped, donate_argnums=0)
+
+
+def make_eval_step(model, config, mesh, key):
+  """Jitted `eval_step(state, batch) -> metric sums`: natural and PGD accuracy under `config.eval`."""
+  e = config.eval
+  kwargs = dict(eps=e.eps, step_size=e.step_size, steps=e.steps, loss=losses.get(e.loss, e.kappa), init=e.init,
+                clip_init=e.clip_init, restarts=e.restarts)
+
+  def step(state, batch):
+    x, y, mask = batch['image'], batch['label'], batch['mask']
+    variables = dict(params=state.params, batch_stats=state.batch_stats)
+    logits_fn = lambda v: model.apply(variables, v, train=False)
+    adv = attacks.pgd(logits_fn, x, y, example_keys(key, 0, batch['index']), **kwargs)
+    correct = lambda v: ((logits_fn(v).argmax(-1) == y) & mask).sum()
+    metrics = dict(natural_correct=correct(x), pgd_correct=correct(adv.x_adv), examples=mask.sum())
+    return jax.lax.psum(metrics, AXIS)
+
+  return jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P()))

@@ -1,0 +1,112 @@
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+Epoch by epoch: adversarial training with the method's attack, evaluation of natural and PGD accuracy on the test
+split, a checkpoint, and one JSON line of metrics. Rerunning with the same workdir resumes after the last checkpoint.
+"""
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from advjax import checkpoint, data, metrics, models, schedules
+from advjax import step as step_lib
+from advjax.data import pipeline
+
+
+def build_model(config, num_classes):
+  m = config.model
+  return models.get_model(
+      m.name, num_classes, bn_axis_name=step_lib.AXIS if config.bn_stats == 'global' else None,
+      mean=tuple(m.mean) or None, std=tuple(m.std) or None, dtype=jnp.dtype(m.dtype))
+
+
+def evaluate(eval_step, eval_batch, state, images, labels, num_examples, batch_size, key):
+  """Natural and PGD accuracy over the first `num_examples` test examples, the last batch padded and masked."""
+  padded = -(-num_examples // batch_size) * batch_size
+  order = jnp.arange(padded)
+  sums = None
+  for start in range(0, padded, batch_size):
+    m = eval_step(state, eval_batch(images[:num_examples], labels[:num_examples], order, start, key))
+    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+  sums = jax.device_get(sums)
+  return dict(natural_acc=sums['natural_correct'] / sums['examples'], pgd_acc=sums['pgd_correct'] / sums['examples'])
+
+
+def train_and_evaluate(config, workdir):
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json(indent=2))
+
+  dataset = data.load(config.data)
+  mesh = step_lib.make_mesh()
+  steps_per_epoch = len(dataset.train_labels) // config.batch_size
+  num_eval = len(dataset.test_labels) if config.eval.num_examples < 0 else config.eval.num_examples
+  init_key, attack_key, data_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
+
+  model = build_model(config, dataset.num_classes)
+  tx = step_lib.make_optimizer(config, steps_per_epoch)
+  state = step_lib.create_train_state(model, tx, dataset.train_images.shape[1:], init_key, mesh)
+  ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
+  state = ckpt.restore(state)
+  first_epoch = ckpt.latest_epoch() + 1
+  if first_epoch > 1:
+    metrics.log(f'Resuming from the checkpoint of epoch {first_epoch - 1} in {workdir}.')
+
+  replicated = NamedSharding(mesh, P())
+  train_images, train_labels, test_images, test_labels = jax.device_put(
+      (dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels), replicated)
+  train_batch = pipeline.make_batch_fn(mesh, config.batch_size, crop_padding=config.data.crop_padding,
+                                       flip=config.data.flip)
+  eval_batch = pipeline.make_batch_fn(mesh, config.eval.batch_size)
+  train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
+  eval_step = step_lib.make_eval_step(model, config, mesh, eval_key)
+  run_eval = lambda: evaluate(eval_step, eval_batch, state, test_images, test_labels, num_eval,
+                              config.eval.batch_size, eval_key)
+
+  writer = metrics.JsonlWriter(workdir)
+  progress = metrics.Progress(config.num_epochs * steps_per_epoch)
+  metrics.log(f'{config.method} on {dataset.name}: {len(dataset.train_labels)} train / {num_eval} test examples, '
+              f'{config.model.name}, {jax.device_count()} device(s), {steps_per_epoch} steps per epoch.')
+  evaluation = None
+  for epoch in range(first_epoch, config.num_epochs + 1):
+    tau = schedules.value_at(config.tau_schedule, epoch)
+    order = pipeline.epoch_order(data_key, epoch, len(dataset.train_labels))
+    augment_key = jax.random.fold_in(data_key, epoch)
+    epoch_start, sums = time.perf_counter(), None
+    for i in range(steps_per_epoch):
+      batch = train_batch(train_images, train_labels, order, i * config.batch_size, augment_key)
+      state, m = train_step(state, batch, tau)
+      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
+      done = (epoch - 1) * steps_per_epoch + i + 1
+      if config.log_every_steps and done % config.log_every_steps == 0:
+        s = jax.device_get(sums)
+        metrics.log(f'epoch {epoch} step {i + 1}/{steps_per_epoch}: loss {s["loss"] / s["examples"]:.4f}, '
+                    f'{progress(done, done * config.batch_size)}')
+    sums = jax.device_get(sums)
+    if not np.isfinite(sums['loss']):
+      raise FloatingPointError(f'non-finite training loss in epoch {epoch}; the last good checkpoint is kept')
+    train_time = time.perf_counter() - epoch_start
+    ckpt.save(epoch, state)
+    evaluation = run_eval()
+    record = dict(
+        epoch=epoch, step=epoch * steps_per_epoch, tau=tau,
+        lr=schedules.value_at(config.lr_schedule, epoch),
+        train_loss=sums['loss'] / sums['examples'], train_adv_acc=sums['adv_correct'] / sums['examples'],
+        bp_per_example=sums['attack_steps'] / sums['examples'],
+        **evaluation, train_seconds=train_time, epoch_seconds=time.perf_counter() - epoch_start)
+    writer.write({k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()})
+    metrics.log(f'epoch {epoch}/{config.num_epochs}: tau {tau}, loss {record["train_loss"]:.4f}, '
+                f'BP/example {record["bp_per_example"]:.2f}, natural {100 * evaluation["natural_acc"]:.2f}%, '
+                f'PGD-{config.eval.steps} {100 * evaluation["pgd_acc"]:.2f}% '
+                f'({len(dataset.train_labels) / train_time:.1f} train examples/s)')
+  ckpt.close()
+  evaluation = evaluation or run_eval()
+  metrics.log(f'Final: natural accuracy {100 * evaluation["natural_acc"]:.2f}%, '
+              f'PGD-{config.eval.steps} accuracy {100 * evaluation["pgd_acc"]:.2f}% '
+              f'({num_eval} test examples).')
+  return state, evaluation

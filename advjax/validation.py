@@ -1,0 +1,64 @@
+"""Checks a config before anything is compiled: each problem is one line saying what is wrong and what is allowed."""
+import jax
+
+from advjax import data, models, objectives
+
+ATTACK_INITS = ('uniform', 'gaussian', 'none')
+ATTACK_LOSSES = ('ce', 'kl', 'cw')
+
+
+class ConfigError(ValueError):
+  pass
+
+
+def _require(ok, message):
+  if not ok:
+    raise ConfigError(message)
+
+
+def _check_schedule(name, schedule, lowest=None, highest=None):
+  _require(len(schedule) > 0 and all(len(entry) == 2 for entry in schedule),
+           f'{name} must be ((first_epoch, value), ...), got {schedule!r}')
+  starts = [start for start, _ in schedule]
+  _require(starts[0] == 1 and starts == sorted(set(starts)),
+           f'{name} must start at epoch 1 with increasing epochs, got epochs {starts}')
+  for _, value in schedule:
+    _require(lowest is None or value >= lowest, f'{name} values must be >= {lowest}, got {value}')
+    _require(highest is None or value <= highest, f'{name} values must be <= {highest}, got {value}')
+
+
+def _check_attack(name, a):
+  _require(a.eps >= 0, f'{name}.eps must be >= 0, got {a.eps}')
+  _require(a.step_size >= 0, f'{name}.step_size must be >= 0, got {a.step_size}')
+  _require(a.steps >= 1, f'{name}.steps must be >= 1, got {a.steps}')
+  _require(a.init in ATTACK_INITS, f'{name}.init must be one of {", ".join(ATTACK_INITS)}; got {a.init!r}')
+  _require(a.loss in ATTACK_LOSSES, f'{name}.loss must be one of {", ".join(ATTACK_LOSSES)}; got {a.loss!r}')
+
+
+def check(config):
+  """Raises ConfigError (a one-line message) for the first problem found in `config`."""
+  _require(config.method in objectives.METHODS,
+           f'unknown method {config.method!r}; choose one of {", ".join(objectives.METHODS)}')
+  _require(models.is_known(config.model.name),
+           f'unknown model {config.model.name!r}; choose one of {models.KNOWN_MODELS}')
+  _require(config.model.dtype in ('float32', 'bfloat16'),
+           f'model.dtype must be float32 or bfloat16, got {config.model.dtype!r}')
+  _require(len(config.model.mean) == len(config.model.std),
+           'model.mean and model.std must have the same length (empty for no normalisation)')
+  _require(config.bn_stats in ('global', 'per_device'),
+           f"bn_stats must be 'global' or 'per_device', got {config.bn_stats!r}")
+  _require(config.num_epochs >= 1, f'num_epochs must be >= 1, got {config.num_epochs}')
+  _check_attack('attack', config.attack)
+  _check_attack('eval', config.eval)
+  _require(config.eval.restarts >= 1, f'eval.restarts must be >= 1, got {config.eval.restarts}')
+  _require(config.attack.noise_std >= 0, f'attack.noise_std must be >= 0, got {config.attack.noise_std}')
+  _check_schedule('lr_schedule', config.lr_schedule, lowest=0)
+  _check_schedule('tau_schedule', config.tau_schedule, lowest=0, highest=config.attack.steps)
+  devices = jax.device_count()
+  for name, size in (('batch_size', config.batch_size), ('eval.batch_size', config.eval.batch_size)):
+    _require(size >= devices and size % devices == 0,
+             f'{name} must be a positive multiple of the device count ({devices}), got {size}')
+  try:
+    data.check(config.data)
+  except data.DataError as e:
+    raise ConfigError(str(e)) from None

@@ -1,0 +1,190 @@
+"""Attacks: constraints, Algorithm 1 against a NumPy reference, PGD-K as a special case, and real effect."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from advjax import attacks
+from advjax.attacks import losses, parts
+
+B, D, H, C = 16, 12, 16, 4   # batch, input dims, hidden units, classes
+
+
+def mlp_params(seed, scale=1.0):
+  rng = np.random.RandomState(seed)
+  return dict(w1=rng.randn(D, H) * scale, b1=rng.randn(H) * 0.1, w2=rng.randn(H, C) * scale, b2=rng.randn(C) * 0.1)
+
+
+def mlp_logits(params, x):
+  h = jnp.tanh(x.reshape(x.shape[0], -1) @ params['w1'] + params['b1'])
+  return h @ params['w2'] + params['b2']
+
+
+def numpy_ce_gradient(p, x, y):
+  """d CE(f(x), y) / dx for the tanh MLP, by hand."""
+  h = np.tanh(x @ p['w1'] + p['b1'])
+  z = h @ p['w2'] + p['b2']
+  probs = np.exp(z - z.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  dz = probs - np.eye(C)[y]
+  return z, ((dz @ p['w2'].T) * (1 - h ** 2)) @ p['w1'].T
+
+
+def numpy_pgd_k_tau(p, x, y, eps, alpha, K, tau):
+  """FAT's earlystop.py loop, shrinking the batch as the official code does, with labels kept aligned."""
+  x_adv, counters = x.copy(), np.full(len(x), tau)
+  active, steps = list(range(len(x))), np.zeros(len(x), int)
+  for _ in range(K):
+    logits, grad = numpy_ce_gradient(p, x_adv[active], y[active])
+    still = []
+    for row, i in enumerate(active):
+      if logits[row].argmax() != y[i]:
+        if counters[i] == 0:
+          continue          # stopped: kept as it is
+        counters[i] -= 1
+      still.append((row, i))
+    for row, i in still:
+      stepped = x_adv[i] + alpha * np.sign(grad[row])
+      x_adv[i] = np.clip(np.clip(stepped, x[i] - eps, x[i] + eps), 0, 1)
+      steps[i] += 1
+    active = [i for _, i in still]
+    if not active:
+      break
+  return x_adv, steps
+
+
+@pytest.mark.parametrize('tau', [0, 1, 3])
+def test_pgd_k_tau_matches_numpy_algorithm_1(tau):
+  with jax.enable_x64(True):
+    p = mlp_params(0)
+    rng = np.random.RandomState(tau)
+    x = rng.uniform(0, 1, (64, D))
+    y = rng.randint(0, C, 64)
+    jax_p = jax.tree.map(jnp.asarray, p)
+    out = attacks.pgd_k_tau(lambda v: mlp_logits(jax_p, v), jnp.asarray(x), jnp.asarray(y),
+                            jax.random.key(0), eps=0.3, step_size=0.03, steps=10, tau=tau, init='none')
+    want_x, want_steps = numpy_pgd_k_tau(p, x, y, eps=0.3, alpha=0.03, K=10, tau=tau)
+  np.testing.assert_array_equal(np.asarray(out.steps), want_steps)
+  np.testing.assert_allclose(np.asarray(out.x_adv), want_x, atol=1e-12)
+  assert len(set(want_steps.tolist())) >= 3, 'the case should exercise several stopping steps'
+
+
+def test_tau_equal_to_k_is_exactly_pgd_k():
+  p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), mlp_params(1))
+  x = jax.random.uniform(jax.random.key(1), (B, D))
+  y = jax.random.randint(jax.random.key(2), (B,), 0, C)
+  kw = dict(eps=0.1, step_size=0.02, steps=7, init='uniform', noise_std=0.001)
+  logits_fn = lambda v: mlp_logits(p, v)
+  for loss in (losses.cross_entropy, losses.kl_to_clean):
+    early = attacks.pgd_k_tau(logits_fn, x, y, jax.random.key(3), tau=7, loss=loss, **kw)
+    full = attacks.pgd(logits_fn, x, y, jax.random.key(3), loss=loss, **kw)
+    np.testing.assert_array_equal(early.x_adv, full.x_adv)
+    np.testing.assert_array_equal(early.steps, full.steps)
+    assert (early.steps == 7).all()
+
+
+@jax.jit
+def _all_attacks(x, y, key, eps, step_size, tau):
+  p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), mlp_params(2, scale=3.0))
+  logits_fn = lambda v: mlp_logits(p, v)
+  kw = dict(eps=eps, step_size=step_size, steps=5)
+  return dict(
+      fgsm=attacks.fgsm(logits_fn, x, y, key, eps=eps, init='uniform').x_adv,
+      pgd=attacks.pgd(logits_fn, x, y, key, noise_std=0.05, restarts=2, **kw).x_adv,
+      pgd_kl=attacks.pgd(logits_fn, x, y, key, loss=losses.kl_to_clean, init='gaussian', **kw).x_adv,
+      pgd_cw=attacks.pgd(logits_fn, x, y, key, loss=losses.margin(50.0), **kw).x_adv,
+      pgd_k_tau=attacks.pgd_k_tau(logits_fn, x, y, key, tau=tau, noise_std=0.05, **kw).x_adv)
+
+
+def test_attacks_stay_in_eps_ball_and_pixel_box():
+  rng = np.random.RandomState(0)
+  for case in range(25):
+    x = jnp.asarray(rng.choice([0.0, 1.0, 0.5], (B, D)) * rng.uniform(0.9, 1, (B, D)), jnp.float32)
+    y = jnp.asarray(rng.randint(0, C, B))
+    eps = jnp.asarray(rng.uniform(0, 0.3, B), jnp.float32)           # one radius per example
+    step = jnp.asarray(rng.uniform(0, 0.2, B), jnp.float32)
+    outs = _all_attacks(x, y, jax.random.key(case), eps, step, rng.randint(0, 4))
+    for name, x_adv in outs.items():
+      gap = np.abs(np.asarray(x_adv) - np.asarray(x)).max(axis=1)
+      assert (gap <= np.asarray(eps) + 1e-6).all(), (name, case)
+      assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1, (name, case)
+
+
+def test_per_example_budget_and_tau():
+  p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), mlp_params(3))
+  x = jax.random.uniform(jax.random.key(0), (B, D))
+  y = jnp.asarray(mlp_logits(p, x).argmax(-1))     # all correct at the start
+  budget = jnp.arange(B) % 4
+  out = attacks.pgd_k_tau(lambda v: mlp_logits(p, v), x, y, jax.random.key(0), eps=0.01, step_size=0.001,
+                          steps=6, tau=100, budget=budget, init='none')
+  np.testing.assert_array_equal(out.steps, budget)
+  stopped_at_start = attacks.pgd_k_tau(lambda v: mlp_logits(p, v), x, (y + 1) % C, jax.random.key(0), eps=0.1,
+                                       step_size=0.01, steps=6, tau=0)
+  assert (stopped_at_start.steps == 0).all()   # misclassified with tau 0: zero steps
+
+
+def test_restarts_keep_the_worst_case():
+  p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), mlp_params(4))
+  x = jax.random.uniform(jax.random.key(5), (64, D))
+  y = jnp.asarray(mlp_logits(p, x).argmax(-1))
+  logits_fn = lambda v: mlp_logits(p, v)
+  kw = dict(eps=0.08, step_size=0.02, steps=3)
+  key = jax.random.key(6)
+  best = attacks.pgd(logits_fn, x, y, key, restarts=4, **kw)
+  keys = parts.example_keys(key, 64)
+  runs = [attacks.pgd(logits_fn, x, y, parts.fold_in(keys, r), **kw).x_adv for r in range(4)]
+  wrong_any = np.any([np.asarray(logits_fn(r).argmax(-1) != y) for r in runs], axis=0)
+  assert 0 < wrong_any.sum() < 64
+  np.testing.assert_array_equal(np.asarray(logits_fn(best.x_adv).argmax(-1) != y), wrong_any)
+  assert (best.steps == 12).all()
+
+
+def test_losses_on_analytic_cases():
+  logits = jnp.array([[3.0, 1.0, 0.0], [0.0, 2.0, 5.0]])
+  y = jnp.array([0, 1])
+  np.testing.assert_allclose(losses.logit_margin(logits, y), [2.0, -3.0])
+  np.testing.assert_allclose(losses.margin(kappa=50.0)(None, None, y)(logits), [-52.0, -47.0])
+  np.testing.assert_allclose(losses.margin()(None, None, y)(logits), [-2.0, 3.0])
+  kl = losses.kl_to_clean(lambda v: v, logits, y)
+  np.testing.assert_allclose(kl(logits), [0.0, 0.0], atol=1e-7)
+  assert (kl(logits[::-1]) > 0).all()
+  with pytest.raises(ValueError, match='unknown attack loss'):
+    losses.get('hinge')
+
+
+def test_fgsm_and_pgd_raise_the_loss_of_a_trained_model(digits_mlp):
+  params, x, y = digits_mlp
+  logits_fn = lambda v: mlp_logits(params, v)
+  ce = lambda v: float(optax.softmax_cross_entropy_with_integer_labels(logits_fn(v), y).mean())
+  acc = lambda v: float((logits_fn(v).argmax(-1) == y).mean())
+  key = jax.random.key(0)
+  x_fgsm = attacks.fgsm(logits_fn, x, y, key, eps=0.1).x_adv
+  x_pgd = attacks.pgd(logits_fn, x, y, key, eps=0.1, step_size=0.025, steps=10).x_adv
+  assert acc(x) > 0.9
+  assert ce(x) < ce(x_fgsm) < ce(x_pgd)
+  assert acc(x_pgd) < acc(x_fgsm) < acc(x) - 0.2
+
+
+@pytest.fixture(scope='module')
+def digits_mlp():
+  """A tanh MLP trained on scikit-learn's digits in a few seconds."""
+  from sklearn.datasets import load_digits
+  data = load_digits()
+  x = jnp.asarray(data.data / 16.0, jnp.float32)
+  y = jnp.asarray(data.target)
+  rng = np.random.RandomState(0)
+  params = dict(w1=rng.randn(64, 64) / 8, b1=np.zeros(64), w2=rng.randn(64, 10) / 8, b2=np.zeros(10))
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+  tx = optax.adam(1e-2)
+
+  @jax.jit
+  def step(params, opt_state):
+    grads = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(mlp_logits(p, x), y).mean())(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt_state = tx.init(params)
+  for _ in range(300):
+    params, opt_state = step(params, opt_state)
+  return params, x[:400], y[:400]
