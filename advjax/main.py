@@ -24,8 +24,24 @@ def fail(message):
 def parse_flags(argv):
   try:
     return flags.FLAGS(argv)
-  except (flags.Error, FileNotFoundError, AttributeError, ValueError, TypeError) as e:
-    fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+  except (AttributeError, KeyError) as e:   # an override of a field the config does not have
+    field = str(e).strip('\'"')
+    fail(f'unknown config field {field!r}: overrides must name fields of the config file (--config.<field>=v)')
+  except (flags.Error, ValueError, TypeError) as e:
+    fail(str(e).splitlines()[0])
+
+
+def load_config():
+  """The config, or one line saying why the file could not be loaded."""
+  if flags.FLAGS['config'].present == 0:
+    fail('--config is required, e.g. --config=configs/fat.py')
+  config = _CONFIG.value
+  try:
+    config.keys()   # a config file that failed to load raises here, on first use
+  except OSError as e:
+    reason = str(e).strip().splitlines()[-1].strip()
+    fail(f'cannot load config file {config_flags.get_config_filename(flags.FLAGS["config"])!r}: {reason}')
+  return config
 
 
 def default_workdir():
@@ -36,15 +52,14 @@ def default_workdir():
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; use --config=FILE, --workdir=DIR and --config.<field>=<value>')
-  if _CONFIG.value is None:
-    fail('--config is required, e.g. --config=configs/fat.py')
+  config = load_config()
   logging.set_verbosity(logging.WARNING)   # orbax narrates every save at INFO
   from advjax import train, validation  # pylint: disable=g-import-not-at-top
   try:
-    validation.check(_CONFIG.value)
+    validation.check(config)
   except validation.ConfigError as e:
     fail(str(e))
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value or default_workdir())
+  train.train_and_evaluate(config, _WORKDIR.value or default_workdir())
 
 
 if __name__ == '__main__':

@@ -77,7 +77,10 @@ def make_train_step(model, tx, config, mesh, key):
         return logits, updates['batch_stats']
       return method.loss(forward, state.batch_stats, x, adv.x_adv, y)
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    # Differentiate a device-varying copy of the parameters: the gradient stays per device (as under pmap) rather
+    # than being summed across devices implicitly, and the explicit pmean below averages it.
+    local_params = jax.lax.pcast(state.params, AXIS, to='varying')
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(local_params)
     grads = jax.lax.pmean(grads, AXIS)
     if per_device_bn:
       batch_stats = jax.lax.pmean(batch_stats, AXIS)
