@@ -17,6 +17,15 @@ class JsonlWriter:
   def __init__(self, workdir):
     self.path = os.path.join(workdir, 'metrics.jsonl')
 
+  def drop_after(self, epoch):
+    """Forgets records of epochs after `epoch`: a run killed before its checkpoint redoes those epochs."""
+    if jax.process_index() != 0 or not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      kept = [line for line in f if json.loads(line)['epoch'] <= epoch]
+    with open(self.path, 'w') as f:
+      f.writelines(kept)
+
   def write(self, record):
     if jax.process_index() == 0:
       with open(self.path, 'a') as f:

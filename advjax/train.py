@@ -69,6 +69,7 @@ def train_and_evaluate(config, workdir):
                               config.eval.batch_size, eval_key)
 
   writer = metrics.JsonlWriter(workdir)
+  writer.drop_after(first_epoch - 1)
   progress = metrics.Progress(config.num_epochs * steps_per_epoch)
   metrics.log(f'{config.method} on {dataset.name}: {len(dataset.train_labels)} train / {num_eval} test examples, '
               f'{config.model.name}, {jax.device_count()} device(s), {steps_per_epoch} steps per epoch.')
@@ -91,7 +92,6 @@ def train_and_evaluate(config, workdir):
     if not np.isfinite(sums['loss']):
       raise FloatingPointError(f'non-finite training loss in epoch {epoch}; the last good checkpoint is kept')
     train_time = time.perf_counter() - epoch_start
-    ckpt.save(epoch, state)
     evaluation = run_eval()
     record = dict(
         epoch=epoch, step=epoch * steps_per_epoch, tau=tau,
@@ -100,6 +100,7 @@ def train_and_evaluate(config, workdir):
         bp_per_example=sums['attack_steps'] / sums['examples'],
         **evaluation, train_seconds=train_time, epoch_seconds=time.perf_counter() - epoch_start)
     writer.write({k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()})
+    ckpt.save(epoch, state)
     metrics.log(f'epoch {epoch}/{config.num_epochs}: tau {tau}, loss {record["train_loss"]:.4f}, '
                 f'BP/example {record["bp_per_example"]:.2f}, natural {100 * evaluation["natural_acc"]:.2f}%, '
                 f'PGD-{config.eval.steps} {100 * evaluation["pgd_acc"]:.2f}% '

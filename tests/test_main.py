@@ -1,0 +1,95 @@
+"""The command line end to end: bad input is refused before compiling, and a killed run resumes exactly."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from helpers import REPO
+
+QUICKSTART = os.path.join(REPO, 'configs', 'quickstart.py')
+
+
+def advjax(*args, cwd=REPO, **popen):
+  command = [sys.executable, '-m', 'advjax.main', *args]
+  env = dict(os.environ, PYTHONPATH=REPO)
+  return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          **popen)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.method=bogus'], "unknown method 'bogus'; choose one of madry, fat"),
+    (['--config.model.name=wrn-33-10'], "unknown model 'wrn-33-10'; choose one of tiny_cnn"),
+    (['--config.data.source=lmdb'], "unknown config.data.source 'lmdb'; expected one of digits, idx, image_folder, tfds"),
+    (['--config.attack.eps=-0.1'], 'attack.eps must be >= 0, got -0.1'),
+    (['--config.tau_schedule=((1, 0), (3, 11))'], 'tau_schedule values must be <= 10, got 11'),
+    (['--config.data.source=idx', '--config.data.name=mnist', '--config.data.data_dir=/nowhere'], '/nowhere/mnist'),
+    (['--config.batch_size=3'], 'batch_size must be a positive multiple of the device count (2), got 3'),
+    (['--config.attack.foo=1'], "unknown config field 'foo'"),
+    (['--config.attack.steps=0.5'], "invalid literal for int() with base 10: '0.5'"),
+])
+def test_invalid_config_exits_2_with_one_line(args, message, tmp_path):
+  started = time.perf_counter()
+  run = advjax(f'--config={QUICKSTART}', f'--workdir={tmp_path}', *args)
+  out, err = run.communicate(timeout=120)
+  assert run.returncode == 2, err
+  assert len(err.strip().splitlines()) == 1, err
+  assert err.startswith('advjax: error: ') and message.lower() in err.lower(), err
+  assert out == ''
+  assert not os.listdir(tmp_path), 'nothing should be written for a rejected config'
+  assert time.perf_counter() - started < 20
+
+
+def test_missing_config_file_exits_2(tmp_path):
+  run = advjax('--config=configs/nothere.py', f'--workdir={tmp_path}')
+  _, err = run.communicate(timeout=60)
+  assert run.returncode == 2 and err.count('\n') == 1 and 'nothere.py' in err, err
+
+
+def params_of(workdir):
+  """Parameters of the latest checkpoint, as numpy."""
+  with ocp.CheckpointManager(os.path.join(workdir, 'checkpoints')) as manager:
+    restored = manager.restore(manager.latest_step())
+  return restored['params']
+
+
+def metrics_of(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
+  overrides = ['--config.num_epochs=3', '--config.log_every_steps=5']
+  straight = advjax(f'--config={QUICKSTART}', f'--workdir={tmp_path / "straight"}', *overrides)
+  assert straight.wait(timeout=300) == 0, straight.stderr.read()
+
+  # No --workdir: the run goes to ./runs/quickstart, and the same command resumes there.
+  workdir = tmp_path / 'runs' / 'quickstart'
+  killed = advjax(f'--config={QUICKSTART}', *overrides, cwd=tmp_path)
+  deadline = time.time() + 300
+  while not (workdir / 'checkpoints' / '1').is_dir():
+    assert killed.poll() is None and time.time() < deadline, killed.stderr.read()
+    time.sleep(0.02)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  assert not (workdir / 'checkpoints' / '2').exists(), 'killed too late to test resuming'
+
+  resumed = advjax(f'--config={QUICKSTART}', *overrides, cwd=tmp_path)
+  out, err = resumed.communicate(timeout=300)
+  assert resumed.returncode == 0, err
+  assert 'Resuming from the checkpoint of epoch 1' in out, out
+  assert 'Final: natural accuracy' in out
+
+  want, got = metrics_of(tmp_path / 'straight'), metrics_of(workdir)
+  assert [m['epoch'] for m in got] == [1, 2, 3]
+  for epoch in range(3):
+    for key in ('train_loss', 'bp_per_example', 'natural_acc', 'pgd_acc'):
+      np.testing.assert_allclose(got[epoch][key], want[epoch][key], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(params_of(workdir)), jax.tree.leaves(params_of(tmp_path / 'straight'))):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
