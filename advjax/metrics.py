@@ -33,22 +33,25 @@ class JsonlWriter:
 
 
 class Progress:
-  """Throughput and ETA timed from the first report on, so compilation does not skew them."""
+  """Throughput and ETA, timed from `start()` (call it once the first step has compiled and run)."""
 
   def __init__(self, total_steps):
     self.total_steps = total_steps
     self._first = None
 
-  def __call__(self, step, examples):
-    now = time.perf_counter()
-    if self._first is None:
-      self._first = (now, step, examples)
-      return 'timing starts'
-    start, first_step, first_examples = self._first
-    elapsed = max(now - start, 1e-9)
-    steps_per_s = (step - first_step) / elapsed
-    eta = (self.total_steps - step) / steps_per_s if steps_per_s else float('inf')
-    return f'{(examples - first_examples) / elapsed:.1f} examples/s, ETA {duration(eta)}'
+  def start(self, step, examples):
+    self._first = (time.perf_counter(), step, examples)
+
+  def _elapsed(self):
+    return max(time.perf_counter() - self._first[0], 1e-9)
+
+  def examples_per_second(self, examples):
+    """Over everything since `start`, evaluation included."""
+    return (examples - self._first[2]) / self._elapsed()
+
+  def eta(self, step):
+    steps_per_s = (step - self._first[1]) / self._elapsed()
+    return duration((self.total_steps - step) / steps_per_s if steps_per_s else float('inf'))
 
 
 def duration(seconds):

@@ -84,10 +84,14 @@ def train_and_evaluate(config, workdir):
       state, m = train_step(state, batch, tau)
       sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
       done = (epoch - 1) * steps_per_epoch + i + 1
+      if epoch == first_epoch and i == 0:   # time from here, once the step has compiled and run
+        jax.block_until_ready(m)
+        progress.start(done, done * config.batch_size)
       if config.log_every_steps and done % config.log_every_steps == 0:
         s = jax.device_get(sums)
         metrics.log(f'epoch {epoch} step {i + 1}/{steps_per_epoch}: loss {s["loss"] / s["examples"]:.4f}, '
-                    f'{progress(done, done * config.batch_size)}')
+                    f'{progress.examples_per_second(done * config.batch_size):.1f} examples/s, '
+                    f'ETA {progress.eta(done)}')
     sums = jax.device_get(sums)
     if not np.isfinite(sums['loss']):
       raise FloatingPointError(f'non-finite training loss in epoch {epoch}; the last good checkpoint is kept')
@@ -103,8 +107,9 @@ def train_and_evaluate(config, workdir):
     ckpt.save(epoch, state)
     metrics.log(f'epoch {epoch}/{config.num_epochs}: tau {tau}, loss {record["train_loss"]:.4f}, '
                 f'BP/example {record["bp_per_example"]:.2f}, natural {100 * evaluation["natural_acc"]:.2f}%, '
-                f'PGD-{config.eval.steps} {100 * evaluation["pgd_acc"]:.2f}% '
-                f'({len(dataset.train_labels) / train_time:.1f} train examples/s)')
+                f'PGD-{config.eval.steps} {100 * evaluation["pgd_acc"]:.2f}%; '
+                f'{steps_per_epoch * config.batch_size / train_time:.1f} train examples/s, '
+                f'ETA {progress.eta(epoch * steps_per_epoch)}')
   ckpt.close()
   evaluation = evaluation or run_eval()
   metrics.log(f'Final: natural accuracy {100 * evaluation["natural_acc"]:.2f}%, '

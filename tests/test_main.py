@@ -93,3 +93,29 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
       np.testing.assert_allclose(got[epoch][key], want[epoch][key], rtol=1e-6)
   for a, b in zip(jax.tree.leaves(params_of(workdir)), jax.tree.leaves(params_of(tmp_path / 'straight'))):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+needs_data = pytest.mark.skipif(not os.environ.get('ADVJAX_DATA_DIR'),
+                                reason='set ADVJAX_DATA_DIR to the shared data folder (CI does)')
+
+
+@needs_data
+@pytest.mark.parametrize('name', ['fat', 'madry'])
+def test_paper_configs_pass_validation(name):
+  from advjax import validation
+  from helpers import load_config
+  validation.check(load_config(name))
+
+
+@needs_data
+def test_fat_config_trains_on_a_cifar10_subset(tmp_path):
+  run = advjax('--config=configs/fat.py', f'--workdir={tmp_path}', '--config.model.name=small_cnn',
+               '--config.data.num_train=128', '--config.data.num_test=64', '--config.batch_size=64',
+               '--config.eval.batch_size=64', '--config.num_epochs=1', '--config.log_every_steps=1')
+  out, err = run.communicate(timeout=600)
+  assert run.returncode == 0, err
+  assert 'examples/s, ETA' in out and 'Final: natural accuracy' in out, out
+  (record,) = metrics_of(tmp_path)
+  assert record['tau'] == 0 and record['lr'] == 0.1
+  assert 0 < record['bp_per_example'] <= 10   # tau 0: an example stops at its first misclassification
+  assert 0 <= record['pgd_acc'] <= record['natural_acc'] <= 1
