@@ -28,7 +28,8 @@ def parse_flags(argv):
     field = str(e).strip('\'"')
     fail(f'unknown config field {field!r}: overrides must name fields of the config file (--config.<field>=v)')
   except (flags.Error, ValueError, TypeError) as e:
-    fail(str(e).splitlines()[0])
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    fail(lines[0] if len(lines) == 1 else f'{lines[0]} {lines[-1]}')   # the flag, and the error under a traceback
 
 
 def load_config():

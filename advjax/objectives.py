@@ -1,43 +1,177 @@
-"""Training methods: how each one attacks and what it minimises.
+"""Training methods: how each one attacks, what it minimises, and which attack settings change by epoch.
 
-A method is a small record. `attack(logits_fn, x, y, key, tau)` makes the training points (the model in eval mode);
-`loss(forward, model_state, x, x_adv, y)` is the outer loss, where `forward(v, model_state) -> (logits,
-model_state)` runs the model in training mode and threads its BatchNorm state, so a method may use as many forwards
-as its paper does.
+A method is a small record of three builders, each taking the config:
+- `attack(config) -> attack(logits_fn, x, y, key, hparams) -> AttackOutput` makes the training points (the model in
+  eval mode);
+- `loss(config) -> loss(forward, model_state, x, x_adv, y) -> (loss, (adversarial logits, model_state))` is the
+  outer loss, where `forward(v, model_state) -> (logits, model_state)` runs the model in training mode and threads
+  its BatchNorm state, so a method uses as many forwards, in the order, its official code does;
+- `hparams(config, epoch) -> dict` gives the epoch's scheduled attack settings (tau, FOSC threshold, K), passed
+  into the jitted step as traced scalars so that a schedule never recompiles.
 """
-import functools
 from typing import Callable, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import optax
+from jax.scipy.special import xlogy
 
-from advjax import attacks
+from advjax import attacks, schedules
 from advjax.attacks import losses
 
 
 class Method(NamedTuple):
-  early_stopped: bool   # PGD-K-tau (the FAT family) or PGD-K
+  attack: Callable
   loss: Callable
+  hparams: Callable
 
 
-def madry_loss(forward, model_state, x, x_adv, y):
-  """Madry et al.: mean cross-entropy on the adversarial points."""
-  del x
-  logits, model_state = forward(x_adv, model_state)
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (logits, model_state)
+# --- Outer losses ------------------------------------------------------------------------------------------------------
+
+def cross_entropy(logits, y):
+  return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+
+
+def kl_divergence(target_logits, logits):
+  """Per-example KL(p_target || p) summed over classes; gradients flow into both (TRADES does not detach)."""
+  target_log_probs = jax.nn.log_softmax(target_logits)
+  return jnp.sum(jnp.exp(target_log_probs) * (target_log_probs - jax.nn.log_softmax(logits)), axis=-1)
+
+
+def madry_loss(config):
+  """Madry et al. (and FAT, DAT, CAT): mean cross-entropy on the adversarial points."""
+  del config
+
+  def loss(forward, model_state, x, x_adv, y):
+    del x
+    logits, model_state = forward(x_adv, model_state)
+    return cross_entropy(logits, y).mean(), (logits, model_state)
+
+  return loss
+
+
+def trades_loss(config):
+  """TRADES: CE(f(x), y) + beta * mean_i KL(p(x_i) || p(x'_i)), all forwards in training mode.
+
+  The natural logits of a training-mode forward feed both the CE and the KL target, which is not detached, as in
+  the official code. By default two forwards, natural then adversarial. `trades_forwards = 3` repeats the official
+  `trades.py` exactly (natural, adversarial, natural again for the KL target: the same gradient, but BatchNorm
+  running statistics updated three times); `trades_order = 'adversarial_first'` is FAT-for-TRADES' official order.
+  """
+  beta, forwards = config.beta, config.get('trades_forwards', 2)
+  adversarial_first = config.get('trades_order', 'natural_first') == 'adversarial_first'
+
+  def loss(forward, model_state, x, x_adv, y):
+    if adversarial_first:
+      adv_logits, model_state = forward(x_adv, model_state)
+      natural_logits, model_state = forward(x, model_state)
+    else:
+      natural_logits, model_state = forward(x, model_state)
+      adv_logits, model_state = forward(x_adv, model_state)
+    target_logits = natural_logits
+    if forwards == 3:
+      target_logits, model_state = forward(x, model_state)
+    robust = kl_divergence(target_logits, adv_logits).mean()
+    return cross_entropy(natural_logits, y).mean() + beta * robust, (adv_logits, model_state)
+
+  return loss
+
+
+def mart_terms(natural_logits, adv_logits, y):
+  """MART's per-example boosted CE and weighted KL, with the official code's constants (Wang et al., ICLR 2020)."""
+  adv_probs = jax.nn.softmax(adv_logits)
+  top2 = jax.lax.top_k(adv_probs, 2)[1]
+  runner_up = jnp.where(top2[:, 0] == y, top2[:, 1], top2[:, 0])   # most likely wrong class
+  runner_up_prob = jnp.take_along_axis(adv_probs, runner_up[:, None], axis=-1)[:, 0]
+  boosted_ce = cross_entropy(adv_logits, y) - jnp.log(1.0001 - runner_up_prob + 1e-12)
+  natural_probs = jax.nn.softmax(natural_logits)
+  # PyTorch's KLDivLoss: p log p - p log q, with 0 log 0 = 0.
+  kl = jnp.sum(xlogy(natural_probs, natural_probs) - natural_probs * jnp.log(adv_probs + 1e-12), axis=-1)
+  true_prob = jnp.take_along_axis(natural_probs, y[:, None], axis=-1)[:, 0]
+  return boosted_ce, kl * (1.0000001 - true_prob)
+
+
+def mart_loss(config):
+  """MART: mean BCE(x') + beta * mean KL(p(x) || p(x')) (1 - p_y(x)); nothing detached; natural forward first."""
+  beta = config.beta
+
+  def loss(forward, model_state, x, x_adv, y):
+    natural_logits, model_state = forward(x, model_state)
+    adv_logits, model_state = forward(x_adv, model_state)
+    boosted_ce, weighted_kl = mart_terms(natural_logits, adv_logits, y)
+    return boosted_ce.mean() + beta * weighted_kl.mean(), (adv_logits, model_state)
+
+  return loss
+
+
+# --- Attacks -----------------------------------------------------------------------------------------------------------
+
+def _attack_settings(config):
+  a = config.attack
+  return dict(eps=a.eps, step_size=a.step_size, loss=losses.get(a.loss, a.kappa), init=a.init,
+              clip_init=a.clip_init, noise_std=a.noise_std)
+
+
+def pgd_attack(config):
+  """PGD-K (Madry, TRADES, MART)."""
+  settings = _attack_settings(config)
+  return lambda logits_fn, x, y, key, hp: attacks.pgd(logits_fn, x, y, key, steps=config.attack.steps, **settings)
+
+
+def early_stopped_attack(config):
+  """PGD-K-tau (the FAT family), tau from `hparams`."""
+  settings = _attack_settings(config)
+  return lambda logits_fn, x, y, key, hp: attacks.pgd_k_tau(logits_fn, x, y, key, steps=config.attack.steps,
+                                                            tau=hp['tau'], **settings)
+
+
+def fosc_attack(config):
+  """DAT's FOSC-stopped PGD, threshold c_t from `hparams`."""
+  settings = _attack_settings(config)
+  return lambda logits_fn, x, y, key, hp: attacks.pgd_fosc(
+      logits_fn, x, y, key, steps=config.attack.steps, threshold=hp['fosc_threshold'],
+      reference=config.fosc.reference, **settings)
+
+
+def curriculum_attack(config):
+  """CAT's PGD-k with k from `hparams`; k = 0 trains on the natural examples (the curriculum's first stage)."""
+  settings = _attack_settings(config)
+
+  def attack(logits_fn, x, y, key, hp):
+    out = attacks.pgd(logits_fn, x, y, key, steps=hp['steps'], **settings)
+    return out._replace(x_adv=jnp.where(hp['steps'] > 0, out.x_adv, x))
+
+  return attack
+
+
+# --- Schedules ---------------------------------------------------------------------------------------------------------
+
+def no_hparams(config, epoch):
+  del config, epoch
+  return {}
+
+
+def tau_hparams(config, epoch):
+  return dict(tau=schedules.value_at(config.tau_schedule, epoch))
+
+
+def fosc_hparams(config, epoch):
+  """DAT: c_t = c_max (1 - (epoch - 1) / decay_epochs), floored at 0 (`train_models.py`, epochs from 0 there)."""
+  f = config.fosc
+  return dict(fosc_threshold=max(f.c_max * (1 - (epoch - 1) / f.decay_epochs), 0.0))
+
+
+def steps_hparams(config, epoch):
+  return dict(steps=schedules.value_at(config.steps_schedule, epoch))
 
 
 METHODS = {
-    'madry': Method(early_stopped=False, loss=madry_loss),   # PGD-AT
-    'fat': Method(early_stopped=True, loss=madry_loss),      # FAT (Zhang et al., 2020)
+    'madry': Method(pgd_attack, madry_loss, no_hparams),                  # PGD-AT (Madry et al., 2018)
+    'fat': Method(early_stopped_attack, madry_loss, tau_hparams),         # FAT (Zhang et al., 2020)
+    'trades': Method(pgd_attack, trades_loss, no_hparams),                # TRADES (Zhang et al., 2019)
+    'fat_trades': Method(early_stopped_attack, trades_loss, tau_hparams),
+    'mart': Method(pgd_attack, mart_loss, no_hparams),                    # MART (Wang et al., 2020)
+    'fat_mart': Method(early_stopped_attack, mart_loss, tau_hparams),
+    'dat': Method(fosc_attack, madry_loss, fosc_hparams),                 # DAT (Wang et al., 2019)
+    'cat': Method(curriculum_attack, madry_loss, steps_hparams),          # CAT (Cai et al., 2018)
 }
-
-
-def training_attack(config):
-  """The method's attack from `config.attack`, as `attack(logits_fn, x, y, key, tau)`."""
-  a = config.attack
-  kwargs = dict(eps=a.eps, step_size=a.step_size, steps=a.steps, loss=losses.get(a.loss, a.kappa), init=a.init,
-                clip_init=a.clip_init, noise_std=a.noise_std)
-  if METHODS[config.method].early_stopped:
-    return lambda logits_fn, x, y, key, tau: attacks.pgd_k_tau(logits_fn, x, y, key, tau=tau, **kwargs)
-  attack = functools.partial(attacks.pgd, **kwargs)
-  return lambda logits_fn, x, y, key, tau: attack(logits_fn, x, y, key)

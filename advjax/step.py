@@ -58,24 +58,27 @@ def example_keys(key, step, indices):
 
 
 def make_train_step(model, tx, config, mesh, key):
-  """Jitted `train_step(state, batch, tau) -> (state, metric sums)`; `tau` is traced, so its schedule never
-  recompiles."""
-  attack = objectives.training_attack(config)
+  """Jitted `train_step(state, batch, hparams) -> (state, metric sums)`.
+
+  `hparams` holds the epoch's scheduled attack settings (`objectives.Method.hparams`); they are traced, so a
+  schedule never recompiles.
+  """
   method = objectives.METHODS[config.method]
+  attack, outer_loss = method.attack(config), method.loss(config)
   per_device_bn = config.bn_stats == 'per_device'
 
-  def step(state, batch, tau):
+  def step(state, batch, hparams):
     x, y = batch['image'], batch['label']
     variables = dict(params=state.params, batch_stats=state.batch_stats)
     logits_fn = lambda v: model.apply(variables, v, train=False)
-    adv = attack(logits_fn, x, y, example_keys(key, state.step, batch['index']), tau)
+    adv = attack(logits_fn, x, y, example_keys(key, state.step, batch['index']), hparams)
 
     def loss_fn(params):
       def forward(v, batch_stats):
         logits, updates = model.apply(dict(params=params, batch_stats=batch_stats), v, train=True,
                                       mutable=['batch_stats'])
         return logits, updates['batch_stats']
-      return method.loss(forward, state.batch_stats, x, adv.x_adv, y)
+      return outer_loss(forward, state.batch_stats, x, adv.x_adv, y)
 
     # Differentiate a device-varying copy of the parameters: the gradient stays per device (as under pmap) rather
     # than being summed across devices implicitly, and the explicit pmean below averages it.
@@ -89,6 +92,8 @@ def make_train_step(model, tx, config, mesh, key):
                        batch_stats=batch_stats, opt_state=opt_state)
     metrics = dict(loss=loss * y.shape[0], adv_correct=(logits.argmax(-1) == y).sum(),
                    attack_steps=adv.steps.sum(), examples=y.shape[0])
+    if adv.fosc is not None:
+      metrics['fosc'] = adv.fosc.sum()
     return state, jax.lax.psum(metrics, AXIS)
 
   mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from advjax import checkpoint, data, metrics, models, schedules
+from advjax import checkpoint, data, metrics, models, objectives, schedules
 from advjax import step as step_lib
 from advjax.data import pipeline
 
@@ -75,13 +75,13 @@ def train_and_evaluate(config, workdir):
               f'{config.model.name}, {jax.device_count()} device(s), {steps_per_epoch} steps per epoch.')
   evaluation = None
   for epoch in range(first_epoch, config.num_epochs + 1):
-    tau = schedules.value_at(config.tau_schedule, epoch)
+    hparams = objectives.METHODS[config.method].hparams(config, epoch)
     order = pipeline.epoch_order(data_key, epoch, len(dataset.train_labels))
     augment_key = jax.random.fold_in(data_key, epoch)
     epoch_start, sums = time.perf_counter(), None
     for i in range(steps_per_epoch):
       batch = train_batch(train_images, train_labels, order, i * config.batch_size, augment_key)
-      state, m = train_step(state, batch, tau)
+      state, m = train_step(state, batch, hparams)
       sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
       done = (epoch - 1) * steps_per_epoch + i + 1
       if epoch == first_epoch and i == 0:   # time from here, once the step has compiled and run
@@ -98,14 +98,16 @@ def train_and_evaluate(config, workdir):
     train_time = time.perf_counter() - epoch_start
     evaluation = run_eval()
     record = dict(
-        epoch=epoch, step=epoch * steps_per_epoch, tau=tau,
-        lr=schedules.value_at(config.lr_schedule, epoch),
+        epoch=epoch, step=epoch * steps_per_epoch, **hparams, lr=schedules.value_at(config.lr_schedule, epoch),
         train_loss=sums['loss'] / sums['examples'], train_adv_acc=sums['adv_correct'] / sums['examples'],
-        bp_per_example=sums['attack_steps'] / sums['examples'],
-        **evaluation, train_seconds=train_time, epoch_seconds=time.perf_counter() - epoch_start)
+        bp_per_example=sums['attack_steps'] / sums['examples'], **evaluation,
+        train_seconds=train_time, epoch_seconds=time.perf_counter() - epoch_start)
+    if 'fosc' in sums:
+      record['fosc_at_stop'] = sums['fosc'] / sums['examples']
     writer.write({k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()})
     ckpt.save(epoch, state)
-    metrics.log(f'epoch {epoch}/{config.num_epochs}: tau {tau}, loss {record["train_loss"]:.4f}, '
+    settings = ''.join(f'{name} {value:g}, ' for name, value in hparams.items())
+    metrics.log(f'epoch {epoch}/{config.num_epochs}: {settings}loss {record["train_loss"]:.4f}, '
                 f'BP/example {record["bp_per_example"]:.2f}, natural {100 * evaluation["natural_acc"]:.2f}%, '
                 f'PGD-{config.eval.steps} {100 * evaluation["pgd_acc"]:.2f}%; '
                 f'{steps_per_epoch * config.batch_size / train_time:.1f} train examples/s, '

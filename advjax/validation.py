@@ -35,6 +35,31 @@ def _check_attack(name, a):
   _require(a.loss in ATTACK_LOSSES, f'{name}.loss must be one of {", ".join(ATTACK_LOSSES)}; got {a.loss!r}')
 
 
+def _check_method_settings(config):
+  """The settings the chosen method reads, beyond those every method has."""
+  method = objectives.METHODS[config.method]
+  needs = lambda field: _require(field in config, f'method {config.method!r} needs config.{field}')
+  if method.hparams is objectives.tau_hparams:
+    needs('tau_schedule')
+    _check_schedule('tau_schedule', config.tau_schedule, lowest=0, highest=config.attack.steps)
+  if method.hparams is objectives.steps_hparams:
+    needs('steps_schedule')
+    _check_schedule('steps_schedule', config.steps_schedule, lowest=0, highest=config.attack.steps)
+  if method.hparams is objectives.fosc_hparams:
+    needs('fosc')
+    _require(config.fosc.c_max >= 0, f'fosc.c_max must be >= 0, got {config.fosc.c_max}')
+    _require(config.fosc.decay_epochs >= 1, f'fosc.decay_epochs must be >= 1, got {config.fosc.decay_epochs}')
+    _require(config.fosc.reference in ('clean', 'start'),
+             f"fosc.reference must be 'clean' or 'start', got {config.fosc.reference!r}")
+  if method.loss in (objectives.trades_loss, objectives.mart_loss):
+    needs('beta')
+    _require(config.beta >= 0, f'beta must be >= 0, got {config.beta}')
+  _require(config.get('trades_forwards', 2) in (2, 3),
+           f'trades_forwards must be 2 or 3, got {config.get("trades_forwards")}')
+  _require(config.get('trades_order', 'natural_first') in ('natural_first', 'adversarial_first'),
+           f"trades_order must be 'natural_first' or 'adversarial_first', got {config.get('trades_order')!r}")
+
+
 def check(config):
   """Raises ConfigError (a one-line message) for the first problem found in `config`."""
   _require(config.method in objectives.METHODS,
@@ -53,7 +78,7 @@ def check(config):
   _require(config.eval.restarts >= 1, f'eval.restarts must be >= 1, got {config.eval.restarts}')
   _require(config.attack.noise_std >= 0, f'attack.noise_std must be >= 0, got {config.attack.noise_std}')
   _check_schedule('lr_schedule', config.lr_schedule, lowest=0)
-  _check_schedule('tau_schedule', config.tau_schedule, lowest=0, highest=config.attack.steps)
+  _check_method_settings(config)
   devices = jax.device_count()
   for name, size in (('batch_size', config.batch_size), ('eval.batch_size', config.eval.batch_size)):
     _require(size >= devices and size % devices == 0,

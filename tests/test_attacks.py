@@ -8,27 +8,9 @@ import pytest
 from advjax import attacks
 from advjax.attacks import losses, parts
 
-B, D, H, C = 16, 12, 16, 4   # batch, input dims, hidden units, classes
+from helpers import C, D, mlp_logits, mlp_params, numpy_ce_gradient
 
-
-def mlp_params(seed, scale=1.0):
-  rng = np.random.RandomState(seed)
-  return dict(w1=rng.randn(D, H) * scale, b1=rng.randn(H) * 0.1, w2=rng.randn(H, C) * scale, b2=rng.randn(C) * 0.1)
-
-
-def mlp_logits(params, x):
-  h = jnp.tanh(x.reshape(x.shape[0], -1) @ params['w1'] + params['b1'])
-  return h @ params['w2'] + params['b2']
-
-
-def numpy_ce_gradient(p, x, y):
-  """d CE(f(x), y) / dx for the tanh MLP, by hand."""
-  h = np.tanh(x @ p['w1'] + p['b1'])
-  z = h @ p['w2'] + p['b2']
-  probs = np.exp(z - z.max(-1, keepdims=True))
-  probs /= probs.sum(-1, keepdims=True)
-  dz = probs - np.eye(C)[y]
-  return z, ((dz @ p['w2'].T) * (1 - h ** 2)) @ p['w1'].T
+B = 16
 
 
 def numpy_pgd_k_tau(p, x, y, eps, alpha, K, tau):

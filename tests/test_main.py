@@ -33,10 +33,18 @@ def advjax(*args, cwd=REPO, **popen):
     (['--config.batch_size=3'], 'batch_size must be a positive multiple of the device count (2), got 3'),
     (['--config.attack.foo=1'], "unknown config field 'foo'"),
     (['--config.attack.steps=0.5'], "invalid literal for int() with base 10: '0.5'"),
+    (['--config=configs/fat.py:digits,bogus'], "unknown config variant 'bogus'; choose from digits, small, eps16"),
+    (['--config=configs/trades.py:digits', '--config.beta=-1'], 'beta must be >= 0, got -1.0'),
+    (['--config=configs/dat.py:digits', '--config.fosc.reference=origin'],
+     "fosc.reference must be 'clean' or 'start', got 'origin'"),
+    (['--config=configs/cat.py:digits', '--config.steps_schedule=((1, 0), (2, 12))'],
+     'steps_schedule values must be <= 10, got 12'),
 ])
 def test_invalid_config_exits_2_with_one_line(args, message, tmp_path):
   started = time.perf_counter()
-  run = advjax(f'--config={QUICKSTART}', f'--workdir={tmp_path}', *args)
+  if not args[0].startswith('--config='):
+    args = [f'--config={QUICKSTART}', *args]
+  run = advjax(*args, f'--workdir={tmp_path}')
   out, err = run.communicate(timeout=120)
   assert run.returncode == 2, err
   assert len(err.strip().splitlines()) == 1, err

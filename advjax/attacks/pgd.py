@@ -3,7 +3,7 @@
 All are pure functions of (logits_fn, x, y, key, ...) that jit, vmap and nest inside a jitted train step. Inputs
 live in [0, 1]; `logits_fn` is any closure x -> logits (a Flax model in eval mode, a Haiku function, ...).
 """
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +14,7 @@ from advjax.attacks import losses, parts
 class AttackOutput(NamedTuple):
   x_adv: jax.Array  # adversarial batch, same shape as x, detached
   steps: jax.Array  # int32 (B,): gradient steps each example took (FAT's BP count)
+  fosc: Optional[jax.Array] = None   # (B,) FOSC value at the returned points, where the attack computes it (DAT)
 
 
 def _loss_and_grad(logits_fn, objective, x_adv):
@@ -39,7 +40,7 @@ def pgd(logits_fn, x, y, key, *, eps, step_size, steps, loss=losses.cross_entrop
 
   Args:
     eps, step_size: scalars or per-example (B,) arrays.
-    steps: K, a static int.
+    steps: K, an int; may be traced (curriculum schedules), at the cost of a while loop.
     loss: an attack-loss factory from `advjax.attacks.losses`.
     init / clip_init: the start, see `parts.random_start`.
     noise_std: FAT's omega, Gaussian noise added at every step.
@@ -83,16 +84,51 @@ def fgsm(logits_fn, x, y, key, *, eps, loss=losses.cross_entropy, init='none'):
   return pgd(logits_fn, x, y, key, eps=eps, step_size=eps, steps=1, loss=loss, init=init)
 
 
-class _EarlyStopState(NamedTuple):
+class _LoopState(NamedTuple):
   k: jax.Array          # iterations run
   x_adv: jax.Array
-  counters: jax.Array   # per-example tau left
+  rule_state: Any       # what the stopping rule carries (FAT's counters)
   active: jax.Array     # still attacking
   steps: jax.Array      # steps taken
 
 
-def pgd_k_tau(logits_fn, x, y, key, *, eps, step_size, steps, tau, loss=losses.cross_entropy,
-              init='uniform', clip_init=True, noise_std=0.0, budget=None):
+def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule, rule_state=None,
+                      loss=losses.cross_entropy, init='uniform', clip_init=True, noise_std=0.0, budget=None):
+  """PGD in which each example stops for good once `stop_rule` says so: the loop behind PGD-K-tau, FOSC stopping
+  and per-example step budgets.
+
+  Every iteration evaluates the model and the gradient at the current points, asks
+  `stop_rule(k, rule_state, x_adv, logits, grad) -> (stop, rule_state)` which examples stop there, and takes one
+  signed step for the others. The batch keeps its shape and order (stopping is a mask in a `lax.while_loop`), and
+  the loop ends when no example is active or `steps` iterations ran.
+
+  Args:
+    budget: optional (B,) int array of per-example step budgets (<= steps); None means `steps` for all.
+    Others as in `pgd`.
+  Returns:
+    AttackOutput whose `steps` count each example's gradient steps.
+  """
+  objective, x_adv, noise_keys = _start(logits_fn, x, y, key, loss, eps, init, clip_init)
+  zeros = jnp.zeros_like(y, jnp.int32)   # per-example carries made from y: varying like it inside shard_map
+  budget = zeros + (steps if budget is None else jnp.asarray(budget, jnp.int32))
+
+  def body(s):
+    logits, grad = _loss_and_grad(logits_fn, objective, s.x_adv)
+    stop, rule_state = stop_rule(s.k, s.rule_state, s.x_adv, logits, grad)
+    active = s.active & ~stop & (s.k < budget)
+    stepped = parts.signed_step(s.x_adv, x, grad, eps=eps, step_size=step_size,
+                                noise_keys=parts.fold_in(noise_keys, s.k), noise_std=noise_std)
+    x_adv = jnp.where(parts.per_example(active, x), stepped, s.x_adv)
+    return _LoopState(s.k + 1, x_adv, rule_state, active, s.steps + active)
+
+  def cond(s):
+    return (s.k < steps) & s.active.any()
+
+  final = jax.lax.while_loop(cond, body, _LoopState(jnp.int32(0), x_adv, rule_state, zeros == 0, zeros))
+  return AttackOutput(jax.lax.stop_gradient(final.x_adv), final.steps)
+
+
+def pgd_k_tau(logits_fn, x, y, key, *, eps, step_size, steps, tau, **kwargs):
   """Early-stopped PGD-K-tau, FAT's Algorithm 1 as its official code runs it (Zhang et al., ICML 2020).
 
   Each example carries a counter set to tau. Before every step the model checks the current point; a
@@ -101,33 +137,52 @@ def pgd_k_tau(logits_fn, x, y, key, *, eps, step_size, steps, tau, loss=losses.c
   `steps` iterations ran (the point after the K-th step is never checked). So tau = 0 returns the first
   misclassified point, and tau >= K is exactly PGD-K.
 
-  The batch keeps its shape and order: stopping is a per-example mask in a `lax.while_loop`.
-
   Args:
     tau: int scalar or (B,) array; may be traced, so a tau schedule does not recompile.
-    budget: optional (B,) int array of per-example step budgets (<= steps); None means `steps` for all.
-    Others as in `pgd`.
+    **kwargs: as in `early_stopped_pgd` (loss, init, clip_init, noise_std, budget).
   Returns:
     AttackOutput whose `steps` are the per-example gradient steps taken (summed over a batch: FAT's BP count).
   """
-  objective, x_adv, noise_keys = _start(logits_fn, x, y, key, loss, eps, init, clip_init)
-  zeros = jnp.zeros_like(y, jnp.int32)   # per-example carries made from y: varying like it inside shard_map
-  budget = zeros + (steps if budget is None else jnp.asarray(budget, jnp.int32))
+  def tau_rule(k, counters, x_adv, logits, grad):
+    del k, x_adv, grad
+    misclassified = logits.argmax(-1) != y
+    stop = misclassified & (counters == 0)
+    return stop, counters - (misclassified & ~stop)
 
-  def body(s):
-    logits, grad = _loss_and_grad(logits_fn, objective, s.x_adv)
-    misclassified = s.active & (logits.argmax(-1) != y)
-    stop = misclassified & (s.counters == 0)
-    counters = s.counters - (misclassified & ~stop)
-    active = s.active & ~stop & (s.k < budget)
-    stepped = parts.signed_step(s.x_adv, x, grad, eps=eps, step_size=step_size,
-                                noise_keys=parts.fold_in(noise_keys, s.k), noise_std=noise_std)
-    x_adv = jnp.where(parts.per_example(active, x), stepped, s.x_adv)
-    return _EarlyStopState(s.k + 1, x_adv, counters, active, s.steps + active)
+  counters = jnp.zeros_like(y, jnp.int32) + jnp.asarray(tau, jnp.int32)
+  return early_stopped_pgd(logits_fn, x, y, key, eps=eps, step_size=step_size, steps=steps, stop_rule=tau_rule,
+                           rule_state=counters, **kwargs)
 
-  def cond(s):
-    return (s.k < steps) & s.active.any()
 
-  start = _EarlyStopState(jnp.int32(0), x_adv, zeros + jnp.asarray(tau, jnp.int32), zeros == 0, zeros)
-  final = jax.lax.while_loop(cond, body, start)
-  return AttackOutput(jax.lax.stop_gradient(final.x_adv), final.steps)
+def fosc(x_adv, reference, grad, eps):
+  """First-order stationary condition of Wang et al. (DAT, ICML 2019), per example:
+  max_{x in B_eps(x0)} <x - x_adv, g> = eps * ||g||_1 - <x_adv - x0, g>, zero at the ball's maximising vertex."""
+  flat = lambda v: v.reshape(v.shape[0], -1)
+  eps = jnp.asarray(eps, grad.dtype).reshape(-1)
+  return eps * jnp.abs(flat(grad)).sum(-1) - (flat(x_adv - reference) * flat(grad)).sum(-1)
+
+
+def pgd_fosc(logits_fn, x, y, key, *, eps, step_size, steps, threshold, reference='clean', init='uniform',
+             clip_init=False, loss=losses.cross_entropy, **kwargs):
+  """DAT's attack: PGD in which an example stops once its FOSC value falls to `threshold` (c_t).
+
+  The first step is unconditional; before each later step, examples with FOSC <= threshold freeze for good.
+  FOSC uses the per-example gradient (of a summed loss). `reference` is the paper's clean input ('clean') or the
+  official code's random-start point ('start'); projection is around the clean input either way.
+
+  Returns:
+    AttackOutput with `fosc`, each example's FOSC at the point returned (one more gradient, as the official code's
+    K + 1 evaluations).
+  """
+  if reference not in ('clean', 'start'):
+    raise ValueError(f"reference must be 'clean' or 'start', got {reference!r}")
+  origin = x if reference == 'clean' else _start(logits_fn, x, y, key, loss, eps, init, clip_init)[1]
+
+  def fosc_rule(k, rule_state, x_adv, logits, grad):
+    del logits
+    return (k > 0) & (fosc(x_adv, origin, grad, eps) <= threshold), rule_state
+
+  out = early_stopped_pgd(logits_fn, x, y, key, eps=eps, step_size=step_size, steps=steps, stop_rule=fosc_rule,
+                          init=init, clip_init=clip_init, loss=loss, **kwargs)
+  _, grad = _loss_and_grad(logits_fn, loss(logits_fn, x, y), out.x_adv)
+  return out._replace(fosc=fosc(out.x_adv, origin, grad, eps))

@@ -21,8 +21,10 @@ __all__ = ['get_model', 'is_known', 'KNOWN_MODELS', 'TinyCNN', 'SmallCNN', 'ResN
 
 _FIXED = {'tiny_cnn': TinyCNN, 'small_cnn': SmallCNN, 'resnet18': ResNet18}
 _WRN_NAME = re.compile(r'wrn-(\d+)-(\d+)')
+_SMALL_CNN_NAME = re.compile(r'small_cnn-([1-9]\d*)')
 
-KNOWN_MODELS = ', '.join(_FIXED) + ', wrn-<depth>-<width> (depth 6n+4 or 6n+2, e.g. wrn-34-10, wrn-28-10)'
+KNOWN_MODELS = (', '.join(_FIXED) + ', small_cnn-<width> (the paper\'s is 64), '
+                'wrn-<depth>-<width> (depth 6n+4 or 6n+2, e.g. wrn-34-10, wrn-28-10)')
 
 
 def _parse_wrn(name: str) -> tuple[int, int] | None:
@@ -37,7 +39,7 @@ def _parse_wrn(name: str) -> tuple[int, int] | None:
 
 def is_known(name: str) -> bool:
   """Whether `get_model` accepts `name`; cheap enough for config validation."""
-  return name in _FIXED or _parse_wrn(name) is not None
+  return name in _FIXED or _SMALL_CNN_NAME.fullmatch(name) is not None or _parse_wrn(name) is not None
 
 
 def get_model(name: str, num_classes: int, *, bn_axis_name: str | None = None,
@@ -59,6 +61,8 @@ def get_model(name: str, num_classes: int, *, bn_axis_name: str | None = None,
                 std=None if std is None else tuple(float(s) for s in std))
   if name in _FIXED:
     return _FIXED[name](**kwargs)
+  if small := _SMALL_CNN_NAME.fullmatch(name):
+    return SmallCNN(width=int(small[1]), **kwargs)
   if wrn := _parse_wrn(name):
     blocks, width = wrn
     return WideResNet(blocks=blocks, width=width, **kwargs)

@@ -40,17 +40,22 @@ class SmallCNN(nn.Module):
   channels), then fc 256, ReLU, fc num_classes. Convolutions have biases, as
   PyTorch's do by default. The flatten is in NHWC order rather than PyTorch's
   NCHW, which permutes the first fc's rows but computes the same family.
+
+  `width` scales it for quick experiments ('small_cnn-<width>'): channels (w, 2w, 196w/64) and fc 4w; the paper's
+  network is width 64.
   """
   num_classes: int
   bn_axis_name: str | None = None
   mean: tuple[float, ...] | None = None
   std: tuple[float, ...] | None = None
   dtype: Any = jnp.float32
+  width: int = 64
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = layers.prepare_input(x, self.mean, self.std, self.dtype)
-    for stage, features in enumerate([64, 128, 196]):
+    w = self.width
+    for stage, features in enumerate([w, 2 * w, 196 * w // 64]):
       for i in range(2):
         name = f'stage{stage}_{i}'
         x = layers.conv(features, use_bias=True, dtype=self.dtype, name=f'{name}_conv')(x)
@@ -58,6 +63,6 @@ class SmallCNN(nn.Module):
         x = nn.relu(x)
       x = nn.max_pool(x, (2, 2), strides=(2, 2))  # 'VALID', i.e. floor, like PyTorch.
     x = x.reshape(x.shape[0], -1)
-    x = nn.relu(layers.dense(256, dtype=self.dtype, name='fc1')(x))
+    x = nn.relu(layers.dense(4 * w, dtype=self.dtype, name='fc1')(x))
     x = layers.dense(self.num_classes, dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)

@@ -1,0 +1,147 @@
+r"""Side-by-side: Madry, FAT (tau 0, 1, 3), TRADES, FAT-TRADES, MART, FAT-MART and DAT under one protocol.
+
+Fashion-MNIST (a seeded subset), the FAT paper's SmallCNN at 1/8 width (`small_cnn-8`: a 2-core CPU trains the
+full-width network at about 6 examples/s), eps 0.1, PGD-10 with step 0.025 for training, a few epochs. Every
+method keeps its own attack start, loss and schedule shape (rescaled to the run's length) from its config; data,
+model, eps, optimiser and evaluation are shared. Evaluation on the test subset: natural, FGSM, PGD-20 (step eps/4,
+uniform start) and CW-inf (PGD-30 on the margin loss, kappa 50, step eps/4).
+
+  ADVJAX_DATA_DIR=../shared/data python benchmarks/side_by_side.py --out=docs/results/side_by_side
+
+writes <out>.json, <out>.md and <out>_bp.png (BP per example per epoch), and prints the table.
+"""
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'configs'))
+
+from advjax import attacks, data, train, validation  # pylint: disable=g-import-not-at-top
+import default  # pylint: disable=g-import-not-at-top
+
+RUNS = {   # label: (config file, top-level overrides)
+    'Madry (PGD-10)': ('madry', {}),
+    'FAT tau=0': ('fat', dict(tau_schedule=((1, 0),))),
+    'FAT tau=1': ('fat', dict(tau_schedule=((1, 1),))),
+    'FAT tau=3': ('fat', dict(tau_schedule=((1, 3),))),
+    'TRADES': ('trades', {}),
+    'FAT-TRADES': ('fat_trades', {}),
+    'MART': ('mart', {}),
+    'FAT-MART': ('fat_mart', {}),
+    'DAT': ('dat', {}),
+}
+
+
+def experiment_config(config_name, overrides, args):
+  c = __import__(config_name).get_config()
+  default.rescale_schedules(c, args.epochs, rescale_lr=False)
+  c.update(overrides)
+  c.seed = 0
+  c.batch_size = 128
+  c.data.update(source='idx', name='fashion-mnist', data_dir=args.data_dir, num_train=args.num_train,
+                num_test=args.num_test, crop_padding=0, flip=False)
+  c.model.name = args.model
+  c.attack.update(eps=args.eps, step_size=args.eps / 4)
+  c.optimizer.weight_decay = 2e-4
+  c.lr_schedule = ((1, args.lr), (args.epochs - 1, args.lr / 10))
+  c.eval.update(eps=args.eps, step_size=args.eps / 4, init='uniform', clip_init=True, batch_size=200)
+  c.log_every_steps = 0
+  return c
+
+
+def evaluate(logits_fn, images, labels, eps, batch_size=200):
+  """Accuracy (%) under each attack of the shared protocol."""
+  settings = dict(eps=eps, step_size=eps / 4)
+  suite = {
+      'natural': lambda x, y, key: x,
+      'FGSM': lambda x, y, key: attacks.fgsm(logits_fn, x, y, key, eps=eps).x_adv,
+      'PGD-20': lambda x, y, key: attacks.pgd(logits_fn, x, y, key, steps=20, **settings).x_adv,
+      'CW-30': lambda x, y, key: attacks.pgd(logits_fn, x, y, key, steps=30, loss=attacks.losses.margin(50.0),
+                                             **settings).x_adv,
+  }
+  results = {}
+  for name, attack in suite.items():
+    correct_fn = jax.jit(lambda x, y, key, attack=attack: (logits_fn(attack(x, y, key)).argmax(-1) == y).sum())
+    correct = sum(int(correct_fn(images[i:i + batch_size], labels[i:i + batch_size], jax.random.key(i)))
+                  for i in range(0, len(labels), batch_size))
+    results[name] = 100 * correct / len(labels)
+  return results
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--out', default=os.path.join(REPO, 'docs', 'results', 'side_by_side'))
+  parser.add_argument('--workdir', default='/tmp/advjax_side_by_side')
+  parser.add_argument('--data_dir', default=os.environ.get('ADVJAX_DATA_DIR', ''))
+  parser.add_argument('--model', default='small_cnn-8')
+  parser.add_argument('--num_train', type=int, default=3000)
+  parser.add_argument('--num_test', type=int, default=1000)
+  parser.add_argument('--epochs', type=int, default=6)
+  parser.add_argument('--eps', type=float, default=0.1)
+  parser.add_argument('--lr', type=float, default=0.02)
+  parser.add_argument('--only', nargs='*', help='labels of RUNS to run (default all)')
+  args = parser.parse_args()
+
+  results = {}
+  if os.path.exists(args.out + '.json'):   # resume: keep finished runs
+    with open(args.out + '.json') as f:
+      results = json.load(f)['runs']
+  for label, (config_name, overrides) in RUNS.items():
+    if (args.only and label not in args.only) or label in results:
+      continue
+    config = experiment_config(config_name, overrides, args)
+    validation.check(config)
+    workdir = os.path.join(args.workdir, label.replace(' ', '_').replace('=', ''))
+    started = time.perf_counter()
+    state, _ = train.train_and_evaluate(config, workdir)
+    train_seconds = time.perf_counter() - started
+    dataset = data.load(config.data)
+    model = train.build_model(config, dataset.num_classes)
+    variables = jax.device_get(dict(params=state.params, batch_stats=state.batch_stats))
+    logits_fn = functools.partial(lambda v, x: model.apply(v, x, train=False), variables)
+    images = jnp.asarray(dataset.test_images, jnp.float32) / 255
+    accuracy = evaluate(logits_fn, images, jnp.asarray(dataset.test_labels), args.eps)
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      bp = [json.loads(line)['bp_per_example'] for line in f]
+    results[label] = dict(config=config_name, **accuracy, bp_per_epoch=bp, total_bp=sum(bp),
+                          train_seconds=train_seconds)
+    print(label, json.dumps(results[label]), flush=True)
+    with open(args.out + '.json', 'w') as f:
+      json.dump(dict(settings=vars(args), runs=results), f, indent=1)
+  write_report(results, args)
+
+
+def write_report(results, args):
+  columns = ['natural', 'FGSM', 'PGD-20', 'CW-30']
+  lines = [f'| Method | {" | ".join(columns)} | BP/example, epoch 1 → {args.epochs} | total BP | time (s) |',
+           '|---' * (len(columns) + 4) + '|']
+  for label, r in results.items():
+    lines.append(f'| {label} | ' + ' | '.join(f'{r[c]:.1f}' for c in columns) +
+                 f' | {r["bp_per_epoch"][0]:.2f} → {r["bp_per_epoch"][-1]:.2f} | {r["total_bp"]:.1f} | '
+                 f'{r["train_seconds"]:.0f} |')
+  table = '\n'.join(lines)
+  print(table)
+  with open(args.out + '_table.md', 'w') as f:
+    f.write(table + '\n')
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for label, r in results.items():
+    ax.plot(range(1, len(r['bp_per_epoch']) + 1), r['bp_per_epoch'], marker='o', label=label)
+  ax.set(xlabel='epoch', ylabel='PGD steps per example (BP)', title='BP per example per epoch (Fashion-MNIST)')
+  ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(args.out + '_bp.png', dpi=120)
+
+
+if __name__ == '__main__':
+  main()

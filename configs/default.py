@@ -1,0 +1,88 @@
+"""Settings every method shares, and the variants every config offers (`--config=configs/<method>.py:<variants>`).
+
+Variants, comma-separated:
+  digits  the quick-start data: scikit-learn's 8x8 digits with a tiny CNN, 15 epochs, eps 0.2 (well under a minute)
+  small   a CIFAR-10 subset (512 train / 200 test) with the FAT paper's SmallCNN, 4 epochs (a few minutes on a CPU)
+Schedules by epoch are rescaled to the variant's length.
+"""
+import os
+
+import ml_collections
+
+
+def base_config():
+  c = ml_collections.ConfigDict()
+  c.method = 'madry'
+  c.seed = 7
+  c.num_epochs = 120
+  c.batch_size = 128
+  c.bn_stats = 'global'   # BatchNorm over the global batch; 'per_device' as under pmap with per-replica BN
+
+  c.data = ml_collections.ConfigDict(dict(
+      source='image_folder', name='cifar10-jpg.tar.gz', data_dir=os.environ.get('ADVJAX_DATA_DIR', ''),
+      num_train=-1, num_test=-1, seed=0, crop_padding=4, flip=True))
+  c.model = ml_collections.ConfigDict(dict(name='wrn-32-10', mean=(), std=(), dtype='float32'))
+
+  # Training attack: PGD-10 from clip01(x + U(-eps, eps)), step 0.007 (FAT's Table 1 setting).
+  c.attack = ml_collections.ConfigDict(dict(
+      eps=0.031, step_size=0.007, steps=10, loss='ce', kappa=50.0, init='uniform', clip_init=True, noise_std=0.0))
+
+  c.optimizer = ml_collections.ConfigDict(dict(momentum=0.9, weight_decay=2e-4, nesterov=False))
+  # (first epoch, value), epochs from 1: the official scripts' `if epoch >= 60` with 1-based epochs.
+  c.lr_schedule = ((1, 0.1), (60, 0.01), (90, 0.001), (110, 0.0005))
+
+  # Per-epoch evaluation, FAT's "dat" protocol: PGD-20, step eps/4, uniform start.
+  c.eval = ml_collections.ConfigDict(dict(
+      batch_size=128, num_examples=-1, eps=0.031, step_size=0.031 / 4, steps=20, loss='ce', kappa=50.0,
+      init='uniform', clip_init=True, restarts=1))
+
+  c.checkpoint_keep = 3
+  c.log_every_steps = 100
+  return c
+
+
+def rescale(schedule, from_epochs, to_epochs):
+  """Moves each schedule change to the same fraction of a run of `to_epochs` epochs."""
+  moved = {}
+  for start, value in schedule:
+    moved[1 + round((start - 1) * to_epochs / from_epochs)] = value   # a later change wins a collision
+  return tuple(sorted(moved.items()))
+
+
+def rescale_schedules(c, epochs, rescale_lr):
+  for name in ('tau_schedule', 'steps_schedule') + (('lr_schedule',) if rescale_lr else ()):
+    if name in c:
+      c[name] = rescale(c[name], c.num_epochs, epochs)
+  if 'fosc' in c:
+    c.fosc.decay_epochs = max(1, round(c.fosc.decay_epochs * epochs / c.num_epochs))
+  c.num_epochs = epochs
+
+
+def digits(c):
+  rescale_schedules(c, 15, rescale_lr=False)
+  c.seed = 0
+  c.batch_size = 64
+  c.data.update(source='digits', name='', crop_padding=0, flip=False)
+  c.model.name = 'tiny_cnn'
+  c.attack.update(eps=0.2, step_size=0.05)
+  c.lr_schedule = ((1, 0.1), (13, 0.01))
+  c.eval.update(batch_size=120, eps=0.2, step_size=0.05)
+  c.log_every_steps = 0
+
+
+def small(c):
+  rescale_schedules(c, 4, rescale_lr=True)
+  c.data.update(num_train=512, num_test=200)
+  c.model.name = 'small_cnn'
+  c.eval.batch_size = 100
+  c.log_every_steps = 1
+
+
+def apply_variants(c, arg, extra=None):
+  """Applies the comma-separated variants in `arg` (the text after ':' in --config)."""
+  variants = {'digits': digits, 'small': small, **(extra or {})}
+  for name in filter(None, (arg or '').split(',')):
+    if name not in variants:
+      raise ValueError(f'unknown config variant {name!r}; choose from {", ".join(variants)}')
+    variants[name](c)
+  return c
