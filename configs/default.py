@@ -2,7 +2,7 @@
 
 Variants, comma-separated:
   digits  the quick-start data: scikit-learn's 8x8 digits with a tiny CNN, 15 epochs, eps 0.2 (well under a minute)
-  small   a CIFAR-10 subset (512 train / 200 test) with the FAT paper's SmallCNN, 4 epochs (a few minutes on a CPU)
+  small   a CIFAR-10 subset (256 train / 100 test) with the FAT paper's SmallCNN, 3 epochs (a few minutes on a CPU)
 Schedules by epoch are rescaled to the variant's length.
 """
 import os
@@ -71,8 +71,8 @@ def digits(c):
 
 
 def small(c):
-  rescale_schedules(c, 4, rescale_lr=True)
-  c.data.update(num_train=512, num_test=200)
+  rescale_schedules(c, 3, rescale_lr=True)
+  c.data.update(num_train=256, num_test=100)
   c.model.name = 'small_cnn'
   c.eval.batch_size = 100
   c.log_every_steps = 1
