@@ -39,6 +39,10 @@ class Progress:
     self.total_steps = total_steps
     self._first = None
 
+  @property
+  def started(self):
+    return self._first is not None
+
   def start(self, step, examples):
     self._first = (time.perf_counter(), step, examples)
 

@@ -24,28 +24,51 @@ def build_model(config, num_classes):
       mean=tuple(m.mean) or None, std=tuple(m.std) or None, dtype=jnp.dtype(m.dtype))
 
 
-def evaluate(eval_step, eval_batch, state, images, labels, num_examples, batch_size, key):
-  """Natural and PGD accuracy over the first `num_examples` test examples, the last batch padded and masked."""
-  padded = -(-num_examples // batch_size) * batch_size
+def evaluate(eval_step, eval_batch, state, images, labels, batch_size, key):
+  """Natural and PGD accuracy over a test set on the devices, the last batch padded and masked."""
+  padded = -(-len(labels) // batch_size) * batch_size
   order = jnp.arange(padded)
   sums = None
   for start in range(0, padded, batch_size):
-    m = eval_step(state, eval_batch(images[:num_examples], labels[:num_examples], order, start, key))
+    m = eval_step(state, eval_batch(images, labels, order, start, key))
     sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
   sums = jax.device_get(sums)
   return dict(natural_acc=sums['natural_correct'] / sums['examples'], pgd_acc=sums['pgd_correct'] / sums['examples'])
 
 
+def train_epoch(train_step, train_batch, state, images, labels, hparams, *, epoch, order, key, config, progress):
+  """One pass over the shuffled training set; returns the state and the epoch's metric sums (on the host)."""
+  steps_per_epoch = len(labels) // config.batch_size
+  sums = None
+  for i in range(steps_per_epoch):
+    state, m = train_step(state, train_batch(images, labels, order, i * config.batch_size, key), hparams)
+    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)   # summed on device: no host sync per step
+    done = (epoch - 1) * steps_per_epoch + i + 1
+    if not progress.started:   # time from here, once the step has compiled and run
+      jax.block_until_ready(m)
+      progress.start(done, done * config.batch_size)
+    if config.log_every_steps and done % config.log_every_steps == 0:
+      s = jax.device_get(sums)
+      metrics.log(f'epoch {epoch} step {i + 1}/{steps_per_epoch}: loss {s["loss"] / s["examples"]:.4f}, '
+                  f'{progress.examples_per_second(done * config.batch_size):.1f} examples/s, '
+                  f'ETA {progress.eta(done)}')
+  sums = jax.device_get(sums)
+  if not np.isfinite(sums['loss']):
+    raise FloatingPointError(f'non-finite training loss in epoch {epoch}; the last good checkpoint is kept')
+  return state, sums
+
+
 def train_and_evaluate(config, workdir):
+  """Trains `config` in `workdir`, resuming from its last checkpoint; returns the final state and evaluation."""
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json(indent=2))
 
   dataset = data.load(config.data)
+  num_eval = len(dataset.test_labels) if config.eval.num_examples < 0 else config.eval.num_examples
   mesh = step_lib.make_mesh()
   steps_per_epoch = len(dataset.train_labels) // config.batch_size
-  num_eval = len(dataset.test_labels) if config.eval.num_examples < 0 else config.eval.num_examples
   init_key, attack_key, data_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
 
   model = build_model(config, dataset.num_classes)
@@ -59,14 +82,13 @@ def train_and_evaluate(config, workdir):
 
   replicated = NamedSharding(mesh, P())
   train_images, train_labels, test_images, test_labels = jax.device_put(
-      (dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels), replicated)
+      (dataset.train_images, dataset.train_labels, dataset.test_images[:num_eval], dataset.test_labels[:num_eval]),
+      replicated)
   train_batch = pipeline.make_batch_fn(mesh, config.batch_size, crop_padding=config.data.crop_padding,
                                        flip=config.data.flip)
   eval_batch = pipeline.make_batch_fn(mesh, config.eval.batch_size)
   train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
   eval_step = step_lib.make_eval_step(model, config, mesh, eval_key)
-  run_eval = lambda: evaluate(eval_step, eval_batch, state, test_images, test_labels, num_eval,
-                              config.eval.batch_size, eval_key)
 
   writer = metrics.JsonlWriter(workdir)
   writer.drop_after(first_epoch - 1)
@@ -76,27 +98,13 @@ def train_and_evaluate(config, workdir):
   evaluation = None
   for epoch in range(first_epoch, config.num_epochs + 1):
     hparams = objectives.METHODS[config.method].hparams(config, epoch)
-    order = pipeline.epoch_order(data_key, epoch, len(dataset.train_labels))
-    augment_key = jax.random.fold_in(data_key, epoch)
-    epoch_start, sums = time.perf_counter(), None
-    for i in range(steps_per_epoch):
-      batch = train_batch(train_images, train_labels, order, i * config.batch_size, augment_key)
-      state, m = train_step(state, batch, hparams)
-      sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-      done = (epoch - 1) * steps_per_epoch + i + 1
-      if epoch == first_epoch and i == 0:   # time from here, once the step has compiled and run
-        jax.block_until_ready(m)
-        progress.start(done, done * config.batch_size)
-      if config.log_every_steps and done % config.log_every_steps == 0:
-        s = jax.device_get(sums)
-        metrics.log(f'epoch {epoch} step {i + 1}/{steps_per_epoch}: loss {s["loss"] / s["examples"]:.4f}, '
-                    f'{progress.examples_per_second(done * config.batch_size):.1f} examples/s, '
-                    f'ETA {progress.eta(done)}')
-    sums = jax.device_get(sums)
-    if not np.isfinite(sums['loss']):
-      raise FloatingPointError(f'non-finite training loss in epoch {epoch}; the last good checkpoint is kept')
+    epoch_start = time.perf_counter()
+    state, sums = train_epoch(
+        train_step, train_batch, state, train_images, train_labels, jax.device_put(hparams, replicated),
+        epoch=epoch, order=pipeline.epoch_order(data_key, epoch, len(dataset.train_labels)),
+        key=jax.random.fold_in(data_key, epoch), config=config, progress=progress)
     train_time = time.perf_counter() - epoch_start
-    evaluation = run_eval()
+    evaluation = evaluate(eval_step, eval_batch, state, test_images, test_labels, config.eval.batch_size, eval_key)
     record = dict(
         epoch=epoch, step=epoch * steps_per_epoch, **hparams, lr=schedules.value_at(config.lr_schedule, epoch),
         train_loss=sums['loss'] / sums['examples'], train_adv_acc=sums['adv_correct'] / sums['examples'],
@@ -105,7 +113,7 @@ def train_and_evaluate(config, workdir):
     if 'fosc' in sums:
       record['fosc_at_stop'] = sums['fosc'] / sums['examples']
     writer.write({k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()})
-    ckpt.save(epoch, state)
+    ckpt.save(epoch, state)   # after the metrics line: a run killed in between redoes the epoch, logs it once
     settings = ''.join(f'{name} {value:g}, ' for name, value in hparams.items())
     metrics.log(f'epoch {epoch}/{config.num_epochs}: {settings}loss {record["train_loss"]:.4f}, '
                 f'BP/example {record["bp_per_example"]:.2f}, natural {100 * evaluation["natural_acc"]:.2f}%, '
@@ -113,7 +121,8 @@ def train_and_evaluate(config, workdir):
                 f'{steps_per_epoch * config.batch_size / train_time:.1f} train examples/s, '
                 f'ETA {progress.eta(epoch * steps_per_epoch)}')
   ckpt.close()
-  evaluation = evaluation or run_eval()
+  if evaluation is None:   # nothing left to train: report the restored state
+    evaluation = evaluate(eval_step, eval_batch, state, test_images, test_labels, config.eval.batch_size, eval_key)
   metrics.log(f'Final: natural accuracy {100 * evaluation["natural_acc"]:.2f}%, '
               f'PGD-{config.eval.steps} accuracy {100 * evaluation["pgd_acc"]:.2f}% '
               f'({num_eval} test examples).')
