@@ -25,6 +25,10 @@ class Checkpointer:
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     return self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
 
+  def restore_latest(self):
+    """The latest checkpoint as a tree of host arrays, for evaluation (no target state needed)."""
+    return self._manager.restore(self._manager.latest_step(), args=ocp.args.StandardRestore())
+
   def save(self, epoch, state):
     self._manager.save(epoch, args=ocp.args.StandardSave(state))   # asynchronous
 

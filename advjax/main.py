@@ -1,6 +1,7 @@
 """advjax command line: `python -m advjax.main --config=configs/fat.py [--workdir=DIR] [--config.x.y=v ...]`.
 
-The only module with flags. Rerunning a command resumes from the checkpoints in its workdir.
+The only module with flags. Rerunning a command resumes from the checkpoints in its workdir. With an evaluation
+config (`--config=configs/eval.py --config.checkpoint=DIR`) it evaluates that run's latest checkpoint instead.
 """
 import os
 import sys
@@ -55,12 +56,16 @@ def main(argv):
     fail(f'unexpected arguments {argv[1:]}; use --config=FILE, --workdir=DIR and --config.<field>=<value>')
   config = load_config()
   logging.set_verbosity(logging.WARNING)   # orbax narrates every save at INFO
-  from advjax import train, validation  # pylint: disable=g-import-not-at-top
+  from advjax import evaluate, train, validation  # pylint: disable=g-import-not-at-top
+  evaluating = 'checkpoint' in config   # configs/eval.py
   try:
-    validation.check(config)
+    validation.check_evaluation(config) if evaluating else validation.check(config)
   except validation.ConfigError as e:
     fail(str(e))
-  train.train_and_evaluate(config, _WORKDIR.value or default_workdir())
+  if evaluating:
+    evaluate.run(config)
+  else:
+    train.train_and_evaluate(config, _WORKDIR.value or default_workdir())
 
 
 if __name__ == '__main__':

@@ -57,17 +57,25 @@ def example_keys(key, step, indices):
   return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, indices)
 
 
+def zero_metrics(config):
+  """The running metric sums a train step adds to, before the first step."""
+  names = ('loss', 'adv_correct', 'attack_steps', 'examples')
+  names += ('fosc',) if objectives.METHODS[config.method].hparams is objectives.fosc_hparams else ()
+  return {name: jnp.zeros((), jnp.float32) for name in names}
+
+
 def make_train_step(model, tx, config, mesh, key):
-  """Jitted `train_step(state, batch, hparams) -> (state, metric sums)`.
+  """Jitted `train_step(state, batch, hparams, sums) -> (state, sums + this step's metric sums)`.
 
   `hparams` holds the epoch's scheduled attack settings (`objectives.Method.hparams`); they are traced, so a
-  schedule never recompiles.
+  schedule never recompiles. Metrics are summed inside the step: no host sync per step, and no second multi-device
+  program in flight beside it (XLA:CPU can deadlock two programs' collectives on a small thread pool).
   """
   method = objectives.METHODS[config.method]
   attack, outer_loss = method.attack(config), method.loss(config)
   per_device_bn = config.bn_stats == 'per_device'
 
-  def step(state, batch, hparams):
+  def step(state, batch, hparams, sums):
     x, y = batch['image'], batch['label']
     variables = dict(params=state.params, batch_stats=state.batch_stats)
     logits_fn = lambda v: model.apply(variables, v, train=False)
@@ -94,9 +102,10 @@ def make_train_step(model, tx, config, mesh, key):
                    attack_steps=adv.steps.sum(), examples=y.shape[0])
     if adv.fosc is not None:
       metrics['fosc'] = adv.fosc.sum()
-    return state, jax.lax.psum(metrics, AXIS)
+    metrics = jax.lax.psum(jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), metrics), AXIS)
+    return state, jax.tree.map(jnp.add, sums, metrics)
 
-  mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
+  mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()), out_specs=(P(), P()))
   return jax.jit(mapped, donate_argnums=0)
 
 

@@ -28,24 +28,22 @@ def evaluate(eval_step, eval_batch, state, images, labels, batch_size, key):
   """Natural and PGD accuracy over a test set on the devices, the last batch padded and masked."""
   padded = -(-len(labels) // batch_size) * batch_size
   order = jnp.arange(padded)
-  sums = None
-  for start in range(0, padded, batch_size):
-    m = eval_step(state, eval_batch(images, labels, order, start, key))
-    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-  sums = jax.device_get(sums)
+  sums = {}
+  for start in range(0, padded, batch_size):   # fetched batch by batch: one multi-device program at a time
+    m = jax.device_get(eval_step(state, eval_batch(images, labels, order, start, key)))
+    sums = {k: sums.get(k, 0) + v for k, v in m.items()}
   return dict(natural_acc=sums['natural_correct'] / sums['examples'], pgd_acc=sums['pgd_correct'] / sums['examples'])
 
 
 def train_epoch(train_step, train_batch, state, images, labels, hparams, *, epoch, order, key, config, progress):
   """One pass over the shuffled training set; returns the state and the epoch's metric sums (on the host)."""
   steps_per_epoch = len(labels) // config.batch_size
-  sums = None
+  sums = step_lib.zero_metrics(config)
   for i in range(steps_per_epoch):
-    state, m = train_step(state, train_batch(images, labels, order, i * config.batch_size, key), hparams)
-    sums = m if sums is None else jax.tree.map(jnp.add, sums, m)   # summed on device: no host sync per step
+    state, sums = train_step(state, train_batch(images, labels, order, i * config.batch_size, key), hparams, sums)
     done = (epoch - 1) * steps_per_epoch + i + 1
     if not progress.started:   # time from here, once the step has compiled and run
-      jax.block_until_ready(m)
+      jax.block_until_ready(sums)
       progress.start(done, done * config.batch_size)
     if config.log_every_steps and done % config.log_every_steps == 0:
       s = jax.device_get(sums)
@@ -100,7 +98,7 @@ def train_and_evaluate(config, workdir):
     hparams = objectives.METHODS[config.method].hparams(config, epoch)
     epoch_start = time.perf_counter()
     state, sums = train_epoch(
-        train_step, train_batch, state, train_images, train_labels, jax.device_put(hparams, replicated),
+        train_step, train_batch, state, train_images, train_labels, hparams,
         epoch=epoch, order=pipeline.epoch_order(data_key, epoch, len(dataset.train_labels)),
         key=jax.random.fold_in(data_key, epoch), config=config, progress=progress)
     train_time = time.perf_counter() - epoch_start

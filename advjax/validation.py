@@ -1,7 +1,11 @@
 """Checks a config before anything is compiled: each problem is one line saying what is wrong and what is allowed."""
-import jax
+import json
+import os
 
-from advjax import data, models, objectives
+import jax
+import ml_collections
+
+from advjax import data, evaluate, models, objectives
 
 ATTACK_INITS = ('uniform', 'gaussian', 'none')
 ATTACK_LOSSES = ('ce', 'kl', 'cw')
@@ -85,5 +89,28 @@ def check(config):
              f'{name} must be a positive multiple of the device count ({devices}), got {size}')
   try:
     data.check(config.data)
+  except data.DataError as e:
+    raise ConfigError(str(e)) from None
+
+
+def check_evaluation(config):
+  """Raises ConfigError for an evaluation config (configs/eval.py) that cannot run."""
+  _require(config.checkpoint, '--config.checkpoint is required: the workdir of a training run')
+  settings = os.path.join(config.checkpoint, 'config.json')
+  _require(os.path.isfile(settings), f'{settings} not found: --config.checkpoint must be a training workdir')
+  checkpoints = os.path.join(config.checkpoint, 'checkpoints')
+  _require(os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints)),
+           f'no checkpoint in {checkpoints}')
+  _require(config.protocol in evaluate.PROTOCOLS,
+           f'unknown protocol {config.protocol!r}; choose one of {", ".join(evaluate.PROTOCOLS)}')
+  devices = jax.device_count()
+  _require(config.batch_size >= devices and config.batch_size % devices == 0,
+           f'batch_size must be a positive multiple of the device count ({devices}), got {config.batch_size}')
+  with open(settings) as f:
+    trained = ml_collections.ConfigDict(json.load(f))
+  if config.data_dir:
+    trained.data.data_dir = config.data_dir
+  try:
+    data.check(trained.data)
   except data.DataError as e:
     raise ConfigError(str(e)) from None

@@ -4,3 +4,33 @@ import os
 # Must happen before jax is imported anywhere.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def digits_model():
+  """(logits_fn, x, y): a tanh MLP trained on scikit-learn's digits in a few seconds, and 400 test digits."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from sklearn.datasets import load_digits
+  data = load_digits()
+  x, y = jnp.asarray(data.data / 16.0, jnp.float32), jnp.asarray(data.target)
+  rng = np.random.RandomState(0)
+  params = dict(w1=rng.randn(64, 64) / 8, b1=np.zeros(64), w2=rng.randn(64, 10) / 8, b2=np.zeros(10))
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+  logits = lambda p, v: jnp.tanh(v.reshape(v.shape[0], -1) @ p['w1'] + p['b1']) @ p['w2'] + p['b2']
+  tx = optax.adam(1e-2)
+
+  @jax.jit
+  def step(params, opt_state):
+    grads = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(logits(p, x), y).mean())(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt_state = tx.init(params)
+  for _ in range(300):
+    params, opt_state = step(params, opt_state)
+  return (lambda v: logits(params, v)), x[:400], y[:400]

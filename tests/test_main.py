@@ -127,3 +127,28 @@ def test_fat_config_trains_on_a_cifar10_subset(tmp_path):
   assert record['tau'] == 0 and record['lr'] == 0.1
   assert 0 < record['bp_per_example'] <= 10   # tau 0: an example stops at its first misclassification
   assert 0 <= record['pgd_acc'] <= record['natural_acc'] <= 1
+
+
+def test_eval_command_on_a_trained_checkpoint(tmp_path):
+  train = advjax(f'--config={QUICKSTART}', f'--workdir={tmp_path}', '--config.num_epochs=1')
+  assert train.wait(timeout=300) == 0, train.stderr.read()
+  run = advjax('--config=configs/eval.py', f'--config.checkpoint={tmp_path}', '--config.protocol=trades_rs',
+               '--config.eps=0.2', '--config.num_examples=60', '--config.batch_size=30')
+  out, err = run.communicate(timeout=300)
+  assert run.returncode == 0, err
+  with open(tmp_path / 'eval_trades_rs.json') as f:
+    result = json.load(f)
+  assert [r['attack'] for r in result['rows']] == ['natural', 'FGSM', 'PGD-20', 'CW-30']
+  assert result['examples'] == 60 and result['eps'] == 0.2
+  assert '| PGD-20 |' in out and (tmp_path / 'eval_trades_rs.md').exists()
+
+
+@pytest.mark.parametrize('args, message', [
+    ([], '--config.checkpoint is required'),
+    (['--config.checkpoint=/nowhere'], '/nowhere/config.json not found'),
+    (['--config.checkpoint=.', '--config.protocol=pgd'], 'not found'),
+])
+def test_invalid_eval_config_exits_2(args, message):
+  run = advjax('--config=configs/eval.py', *args)
+  _, err = run.communicate(timeout=60)
+  assert run.returncode == 2 and len(err.strip().splitlines()) == 1 and message in err, err

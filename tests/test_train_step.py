@@ -19,7 +19,7 @@ def one_step(config, devices, images, labels):
   batch = batch_fn(images, labels, jnp.arange(len(labels)), 0, jax.random.key(1))
   train_step = step_lib.make_train_step(model, tx, config, mesh, jax.random.key(2))
   hparams = objectives.METHODS[config.method].hparams(config, epoch=8)
-  state, metrics = train_step(state, batch, hparams)
+  state, metrics = train_step(state, batch, hparams, step_lib.zero_metrics(config))
   return jax.device_get((state, metrics))
 
 

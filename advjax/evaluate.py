@@ -1,0 +1,150 @@
+"""Robust evaluation as the papers report it: named protocols of attacks, run data-parallel over a test set.
+
+`evaluate(logits_fn, params, images, labels, protocol)` works for any `logits_fn(params, x) -> logits`; `run(config)`
+evaluates an advjax checkpoint (`python -m advjax.main --config=configs/eval.py --config.checkpoint=DIR`).
+
+A protocol is a list of named attacks. Each attack is scored alone (accuracy under it), and cumulatively: a point
+counts as robust only if no attack so far broke it, which for `aa_standard` is AutoAttack's cascade and its final
+number. Points misclassified when clean are robust under nothing.
+"""
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from advjax import attacks, checkpoint, data, metrics, models, step as step_lib
+from advjax.attacks.autoattack import standard_stages
+from advjax.data import pipeline
+
+
+def _pgd(eps, step_size, steps, init, loss=attacks.losses.cross_entropy):
+  return functools.partial(attacks.pgd, eps=eps, step_size=step_size, steps=steps, init=init, loss=loss)
+
+
+def protocol_attacks(name, eps=None):
+  """(eps, ((attack name, attack), ...)) of a named protocol; `eps` overrides the protocol's radius."""
+  cw = attacks.losses.margin(50.0)   # FAT's CW-inf: PGD on the hinged margin, kappa 50
+  if name == 'dat':       # FAT Table 1 / DAT: eps 0.031, step eps/4, uniform start for every attack
+    eps = eps or 0.031
+    return eps, (('FGSM', functools.partial(attacks.fgsm, eps=eps, init='uniform')),
+                 ('PGD-20', _pgd(eps, eps / 4, 20, 'uniform')), ('CW-30', _pgd(eps, eps / 4, 30, 'uniform', cw)))
+  if name in ('trades', 'trades_rs'):   # FAT Tables 2-3: step 0.003; README numbers without a start ('trades')
+    eps, init = eps or 0.031, 'uniform' if name == 'trades_rs' else 'none'
+    return eps, (('FGSM', functools.partial(attacks.fgsm, eps=eps, init=init)),
+                 ('PGD-20', _pgd(eps, 0.003, 20, init)), ('CW-30', _pgd(eps, 0.003, 30, init, cw)))
+  if name == 'mart':      # FAT Table 4 / MART: eps 8/255, step eps/10, random start, CW = PGD-30 on the margin
+    eps = eps or 8 / 255
+    return eps, (('FGSM', functools.partial(attacks.fgsm, eps=eps)), ('PGD-20', _pgd(eps, eps / 10, 20, 'uniform')),
+                 ('CW-30', _pgd(eps, eps / 10, 30, 'uniform', cw)))
+  if name == 'aa_standard':
+    eps = eps or 8 / 255
+    return eps, standard_stages(eps)
+  raise ValueError(f'unknown protocol {name!r}; choose one of {", ".join(PROTOCOLS)}')
+
+
+PROTOCOLS = ('dat', 'trades', 'trades_rs', 'mart', 'aa_standard')
+
+
+def _correct_fn(logits_fn, attack, mesh, key):
+  """Jitted, data-parallel: per-example correctness of the model under `attack` (None: natural)."""
+  def per_device(params, batch):
+    fn = functools.partial(logits_fn, params)
+    x, y = batch['image'], batch['label']
+    if attack is not None:
+      keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, batch['index'])
+      x = attack(fn, x, y, keys).x_adv
+    return fn(x).argmax(-1) == y
+
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(step_lib.AXIS)), out_specs=P(step_lib.AXIS)))
+
+
+def sanity_warnings(logits_fn, params, x, per_attack):
+  """AutoAttack-style checks: a randomised model, probabilities for logits, Square beating the gradient attacks."""
+  warnings = []
+  first, second = logits_fn(params, x), logits_fn(params, x)
+  if not np.allclose(first, second):
+    warnings.append('the model is randomised (two forwards differ): use an EoT-style evaluation')
+  if np.allclose(np.asarray(first).sum(-1), 1, atol=1e-3) and float(first.min()) >= 0:
+    warnings.append('outputs look like probabilities, not logits: margin and DLR losses assume logits')
+  if 'Square' in per_attack:
+    gradient_based = [v for k, v in per_attack.items() if k not in ('natural', 'Square')]
+    square_only = per_attack['natural'] & ~per_attack['Square'] & np.all(gradient_based, axis=0)
+    if square_only.sum() > 0.005 * len(square_only):
+      warnings.append(f'Square broke {int(square_only.sum())} points that the gradient attacks did not: a sign of '
+                      'gradient masking')
+  return warnings
+
+
+def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=None, batch_size=500, key=None,
+             mesh=None):
+  """Accuracy under each attack of `protocol` and cumulatively, over uint8 `images` (N, H, W, C) and `labels`.
+
+  Returns dict(eps, examples, rows=[dict(attack, accuracy, cumulative, seconds)], warnings).
+  """
+  mesh = mesh or step_lib.make_mesh()
+  key = jax.random.key(0) if key is None else key
+  eps, stages = protocol_attacks(protocol, eps)
+  replicated = NamedSharding(mesh, P())
+  params, images_dev, labels_dev = jax.device_put((params, images, labels), replicated)
+  batch_fn = pipeline.make_batch_fn(mesh, batch_size)
+  padded = -(-len(labels) // batch_size) * batch_size
+  order = jnp.arange(padded)
+  per_attack, rows = {}, []
+  robust = np.ones(len(labels), bool)
+  for stage, (name, attack) in enumerate((('natural', None),) + tuple(stages)):
+    correct_fn = _correct_fn(logits_fn, attack, mesh, jax.random.fold_in(key, stage))
+    started, correct = time.perf_counter(), []
+    for start in range(0, padded, batch_size):
+      batch = batch_fn(images_dev, labels_dev, order, start, key)
+      correct.append(np.asarray(jax.device_get(correct_fn(params, batch))))
+    per_attack[name] = np.concatenate(correct)[:len(labels)]
+    robust &= per_attack[name]
+    rows.append(dict(attack=name, accuracy=100 * per_attack[name].mean(), cumulative=100 * robust.mean(),
+                     seconds=time.perf_counter() - started))
+  sample = jnp.asarray(images[:min(len(labels), batch_size)], jnp.float32) / 255
+  return dict(eps=eps, examples=len(labels), rows=rows,
+              warnings=sanity_warnings(logits_fn, params, sample, per_attack))
+
+
+def markdown_table(result):
+  lines = [f'| attack | accuracy (%) | robust to all so far (%) | time (s) |', '|---|---|---|---|']
+  lines += [f'| {r["attack"]} | {r["accuracy"]:.2f} | {r["cumulative"]:.2f} | {r["seconds"]:.1f} |'
+            for r in result['rows']]
+  return '\n'.join(lines)
+
+
+def run(config):
+  """Evaluates the latest checkpoint of the training run in `config.checkpoint` under `config.protocol`."""
+  with open(os.path.join(config.checkpoint, 'config.json')) as f:
+    trained = ml_collections.ConfigDict(json.load(f))
+  if config.data_dir:
+    trained.data.data_dir = config.data_dir
+  trained.data.num_test = config.num_examples
+  dataset = data.load(trained.data)
+  model = models.get_model(trained.model.name, dataset.num_classes, mean=tuple(trained.model.mean) or None,
+                           std=tuple(trained.model.std) or None, dtype=jnp.dtype(trained.model.dtype))
+  state = checkpoint.Checkpointer(config.checkpoint).restore_latest()
+  params = dict(params=state['params'], batch_stats=state['batch_stats'])
+  logits_fn = lambda variables, x: model.apply(variables, x, train=False)
+  result = evaluate(logits_fn, params, dataset.test_images, dataset.test_labels, config.protocol,
+                    eps=config.eps if config.eps > 0 else None, batch_size=config.batch_size,
+                    key=jax.random.key(config.seed))
+  table = markdown_table(result)
+  out = config.output or os.path.join(config.checkpoint, f'eval_{config.protocol}')
+  if jax.process_index() == 0:
+    with open(out + '.md', 'w') as f:
+      f.write(f'{config.protocol} protocol, eps {result["eps"]:.5f}, {result["examples"]} test examples of '
+              f'{dataset.name}, checkpoint {config.checkpoint}\n\n{table}\n')
+    with open(out + '.json', 'w') as f:
+      json.dump(result, f, indent=1)
+  metrics.log(f'{config.protocol} protocol, eps {result["eps"]:.5f}, {result["examples"]} examples:\n{table}')
+  for warning in result['warnings']:
+    metrics.log(f'Warning: {warning}')
+  metrics.log(f'Written to {out}.md and {out}.json')
+  return result

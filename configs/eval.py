@@ -1,0 +1,25 @@
+r"""Robust evaluation of a training run's latest checkpoint under a named protocol.
+
+  python -m advjax.main --config=configs/eval.py --config.checkpoint=runs/fat                  # AutoAttack
+  python -m advjax.main --config=configs/eval.py --config.checkpoint=runs/fat --config.protocol=dat
+
+Protocols (advjax/evaluate.py): 'dat' (FAT Table 1: FGSM, PGD-20, CW-30, step eps/4, random start, eps 0.031),
+'trades' / 'trades_rs' (FAT Tables 2-3: step 0.003, without / with a random start), 'mart' (FAT Table 4: eps 8/255,
+step eps/10) and 'aa_standard' (AutoAttack standard, eps 8/255: APGD-CE, APGD-T, FAB-T, Square). The table (accuracy
+under each attack, under all so far, and time per attack) is printed and written to <checkpoint>/eval_<protocol>.md
+and .json. Expected numbers are those of the training config's docstring.
+"""
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.checkpoint = ''          # a training workdir (holds config.json and checkpoints/)
+  c.protocol = 'aa_standard'
+  c.eps = -1.0               # > 0 overrides the protocol's radius (e.g. 0.1 for the digits quick start)
+  c.num_examples = -1        # the first N test examples (seeded subset of the split); -1 for all
+  c.batch_size = 500
+  c.seed = 0
+  c.data_dir = ''            # overrides the training run's data directory
+  c.output = ''              # path prefix of the .md/.json report; default <checkpoint>/eval_<protocol>
+  return c
