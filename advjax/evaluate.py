@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from advjax import attacks, checkpoint, data, metrics, models, step as step_lib
-from advjax.attacks.autoattack import standard_stages
+from advjax.attacks.auto_attack import standard_stages
 from advjax.data import pipeline
 
 
@@ -45,10 +45,31 @@ def protocol_attacks(name, eps=None):
   if name == 'aa_standard':
     eps = eps or 8 / 255
     return eps, standard_stages(eps)
-  raise ValueError(f'unknown protocol {name!r}; choose one of {", ".join(PROTOCOLS)}')
+  raise ValueError(f'unknown protocol {name!r}; choose one of {", ".join(PROTOCOLS)} (custom: a list of attacks)')
 
 
-PROTOCOLS = ('dat', 'trades', 'trades_rs', 'mart', 'aa_standard')
+PROTOCOLS = ('dat', 'trades', 'trades_rs', 'mart', 'aa_standard', 'custom')
+
+
+def custom_attacks(spec, eps, step_size, random_start=True):
+  """Attacks from a comma-separated list: fgsm, pgd-<K>, cw-<K> (margin, kappa 50), apgd-ce, apgd-t, fab-t, square.
+
+  PGD and CW take `step_size` and start uniformly in the ball when `random_start`, FGSM too.
+  """
+  init = 'uniform' if random_start else 'none'
+  fixed = {'fgsm': functools.partial(attacks.fgsm, eps=eps, init=init),
+           **{name.lower(): attack for name, attack in standard_stages(eps)}}
+  stages = []
+  for name in filter(None, (part.strip() for part in spec.split(','))):
+    kind, _, steps = name.partition('-')
+    if name in fixed:
+      stages.append((name, fixed[name]))
+    elif kind in ('pgd', 'cw') and steps.isdigit():
+      loss = attacks.losses.margin(50.0) if kind == 'cw' else attacks.losses.cross_entropy
+      stages.append((name.upper(), _pgd(eps, step_size, int(steps), init, loss)))
+    else:
+      raise ValueError(f'unknown attack {name!r}; use fgsm, pgd-<K>, cw-<K>, {", ".join(fixed)}')
+  return tuple(stages)
 
 
 def _correct_fn(logits_fn, attack, mesh, key):
@@ -85,11 +106,12 @@ def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=N
              mesh=None):
   """Accuracy under each attack of `protocol` and cumulatively, over uint8 `images` (N, H, W, C) and `labels`.
 
+  `protocol` is a name from PROTOCOLS or a sequence of (name, attack) pairs (e.g. `custom_attacks(...)`, with `eps`).
   Returns dict(eps, examples, rows=[dict(attack, accuracy, cumulative, seconds)], warnings).
   """
   mesh = mesh or step_lib.make_mesh()
   key = jax.random.key(0) if key is None else key
-  eps, stages = protocol_attacks(protocol, eps)
+  eps, stages = protocol_attacks(protocol, eps) if isinstance(protocol, str) else (eps, tuple(protocol))
   replicated = NamedSharding(mesh, P())
   params, images_dev, labels_dev = jax.device_put((params, images, labels), replicated)
   batch_fn = pipeline.make_batch_fn(mesh, batch_size)
@@ -132,9 +154,13 @@ def run(config):
   state = checkpoint.Checkpointer(config.checkpoint).restore_latest()
   params = dict(params=state['params'], batch_stats=state['batch_stats'])
   logits_fn = lambda variables, x: model.apply(variables, x, train=False)
-  result = evaluate(logits_fn, params, dataset.test_images, dataset.test_labels, config.protocol,
-                    eps=config.eps if config.eps > 0 else None, batch_size=config.batch_size,
-                    key=jax.random.key(config.seed))
+  eps = config.eps if config.eps > 0 else None
+  protocol = config.protocol
+  if protocol == 'custom':
+    protocol = custom_attacks(config.attacks, eps, config.step_size if config.step_size > 0 else eps / 4,
+                              config.random_start)
+  result = evaluate(logits_fn, params, dataset.test_images, dataset.test_labels, protocol, eps=eps,
+                    batch_size=config.batch_size, key=jax.random.key(config.seed))
   table = markdown_table(result)
   out = config.output or os.path.join(config.checkpoint, f'eval_{config.protocol}')
   if jax.process_index() == 0:

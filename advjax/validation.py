@@ -103,6 +103,12 @@ def check_evaluation(config):
            f'no checkpoint in {checkpoints}')
   _require(config.protocol in evaluate.PROTOCOLS,
            f'unknown protocol {config.protocol!r}; choose one of {", ".join(evaluate.PROTOCOLS)}')
+  if config.protocol == 'custom':
+    _require(config.eps > 0, "protocol 'custom' needs --config.eps > 0")
+    try:
+      _require(evaluate.custom_attacks(config.attacks, config.eps, 1.0), "protocol 'custom' needs --config.attacks")
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   devices = jax.device_count()
   _require(config.batch_size >= devices and config.batch_size % devices == 0,
            f'batch_size must be a positive multiple of the device count ({devices}), got {config.batch_size}')

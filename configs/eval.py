@@ -5,7 +5,9 @@ r"""Robust evaluation of a training run's latest checkpoint under a named protoc
 
 Protocols (advjax/evaluate.py): 'dat' (FAT Table 1: FGSM, PGD-20, CW-30, step eps/4, random start, eps 0.031),
 'trades' / 'trades_rs' (FAT Tables 2-3: step 0.003, without / with a random start), 'mart' (FAT Table 4: eps 8/255,
-step eps/10) and 'aa_standard' (AutoAttack standard, eps 8/255: APGD-CE, APGD-T, FAB-T, Square). The table (accuracy
+step eps/10) and 'aa_standard' (AutoAttack standard, eps 8/255: APGD-CE, APGD-T, FAB-T, Square); 'custom' takes a list:
+  --config.protocol=custom --config.attacks=fgsm,pgd-100,cw-30,square --config.eps=0.031
+The table (accuracy
 under each attack, under all so far, and time per attack) is printed and written to <checkpoint>/eval_<protocol>.md
 and .json. Expected numbers are those of the training config's docstring.
 """
@@ -16,7 +18,11 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.checkpoint = ''          # a training workdir (holds config.json and checkpoints/)
   c.protocol = 'aa_standard'
-  c.eps = -1.0               # > 0 overrides the protocol's radius (e.g. 0.1 for the digits quick start)
+  c.eps = -1.0               # > 0 overrides the protocol's radius (e.g. 0.2 for the digits quick start)
+  # protocol 'custom': a free-form list, e.g. 'fgsm,pgd-100,cw-30,apgd-ce,square' (needs eps > 0)
+  c.attacks = ''
+  c.step_size = -1.0         # PGD/CW step of 'custom'; default eps / 4
+  c.random_start = True
   c.num_examples = -1        # the first N test examples (seeded subset of the split); -1 for all
   c.batch_size = 500
   c.seed = 0

@@ -4,12 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from advjax import attacks
-from advjax.attacks import apgd, parts
+from advjax.attacks import auto_pgd, parts
 from helpers import C, D, mlp_logits, mlp_params, numpy_ce_gradient
 
 
 def test_checkpoint_schedule_for_100_iterations():
-  is_checkpoint, lengths = (np.asarray(a) for a in apgd.checkpoints(100))
+  is_checkpoint, lengths = (np.asarray(a) for a in auto_pgd.checkpoints(100))
   np.testing.assert_array_equal(np.nonzero(is_checkpoint)[0], [21, 40, 56, 69, 79, 86, 92, 98])
   np.testing.assert_array_equal(lengths[is_checkpoint], [22, 19, 16, 13, 10, 7, 6, 6])
 
@@ -17,11 +17,11 @@ def test_checkpoint_schedule_for_100_iterations():
 def test_dlr_losses_on_fixed_logits():
   logits = jnp.array([[5.0, 1.0, 0.0, -1.0], [0.0, 4.0, 3.0, 1.0]])
   y = jnp.array([0, 2])
-  np.testing.assert_allclose(apgd.dlr_loss(logits, y), [-(5 - 1) / (5 - 0), -(3 - 4) / (4 - 1)], rtol=1e-6)
+  np.testing.assert_allclose(auto_pgd.dlr_loss(logits, y), [-(5 - 1) / (5 - 0), -(3 - 4) / (4 - 1)], rtol=1e-6)
   target = jnp.array([3, 1])
-  np.testing.assert_allclose(apgd.targeted_dlr_loss(logits, y, target),
+  np.testing.assert_allclose(auto_pgd.targeted_dlr_loss(logits, y, target),
                              [-(5 + 1) / (5 - 0.5 * (0 - 1)), -(3 - 4) / (4 - 0.5 * (1 + 0))], rtol=1e-6)
-  np.testing.assert_allclose(apgd.dlr_loss(3 * logits + 7, y), apgd.dlr_loss(logits, y), rtol=1e-5)
+  np.testing.assert_allclose(auto_pgd.dlr_loss(3 * logits + 7, y), auto_pgd.dlr_loss(logits, y), rtol=1e-5)
 
 
 def numpy_apgd_ce(p, x, y, u, eps, steps, rho=0.75):
@@ -68,7 +68,7 @@ def test_apgd_ce_matches_the_official_loop():
     key = jax.random.key(3)
     u = np.asarray(parts.uniform_noise(parts.example_keys(key, 32), jnp.asarray(x), -1.0, 1.0))
     jax_p = jax.tree.map(jnp.asarray, p)
-    out = apgd.apgd(lambda v: mlp_logits(jax_p, v), jnp.asarray(x), jnp.asarray(y), key, eps=0.05, steps=30)
+    out = auto_pgd.apgd(lambda v: mlp_logits(jax_p, v), jnp.asarray(x), jnp.asarray(y), key, eps=0.05, steps=30)
     want_x, robust = numpy_apgd_ce(p, x, y, u, eps=0.05, steps=30)
   assert 0 < robust.sum() < 32
   np.testing.assert_allclose(out.x_adv, want_x, atol=1e-10)
@@ -79,8 +79,8 @@ def test_apgd_is_at_least_as_strong_as_pgd(digits_model):
   acc = lambda v: float((logits_fn(v).argmax(-1) == y).mean())
   key = jax.random.key(0)
   x_pgd = attacks.pgd(logits_fn, x, y, key, eps=0.1, step_size=0.025, steps=20).x_adv
-  x_ce = apgd.apgd(logits_fn, x, y, key, eps=0.1, steps=100).x_adv
-  x_t = apgd.apgd_targeted(logits_fn, x, y, key, eps=0.1, steps=100).x_adv
+  x_ce = auto_pgd.apgd(logits_fn, x, y, key, eps=0.1, steps=100).x_adv
+  x_t = auto_pgd.apgd_targeted(logits_fn, x, y, key, eps=0.1, steps=100).x_adv
   correct = lambda v: np.asarray(logits_fn(v).argmax(-1) == y)
   # On this MLP APGD-CE alone ends 1.5 points above PGD-20 (25.5% vs 24.0%); with APGD-T, as AutoAttack runs them,
   # it is below (20.75%).
@@ -95,6 +95,6 @@ def test_apgd_is_at_least_as_strong_as_pgd(digits_model):
 def test_apgd_targeted_uses_min_9_and_classes_minus_1():
   p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), mlp_params(1))   # 4 classes: 3 targets
   x = jax.random.uniform(jax.random.key(0), (8, D))
-  out = apgd.apgd_targeted(lambda v: mlp_logits(p, v), x, jnp.zeros(8, jnp.int32), jax.random.key(1), eps=0.05,
+  out = auto_pgd.apgd_targeted(lambda v: mlp_logits(p, v), x, jnp.zeros(8, jnp.int32), jax.random.key(1), eps=0.05,
                            steps=5)
   np.testing.assert_array_equal(out.steps, 3 * 6)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from advjax import attacks, evaluate
-from advjax.attacks.autoattack import standard_stages
+from advjax.attacks.auto_attack import standard_stages
 
 
 @pytest.fixture(scope='module')
@@ -59,3 +59,13 @@ def test_sanity_warnings():
   per_attack = dict(natural=natural, **{'PGD-20': natural.copy()}, Square=np.arange(1000) % 50 != 0)
   logits = lambda params, v: v.reshape(2, -1)[:, :3] * 3
   assert any('gradient masking' in w for w in evaluate.sanity_warnings(logits, {}, x, per_attack))
+
+
+def test_custom_attack_lists(model_and_data):
+  logits_fn, images, labels = model_and_data
+  stages = evaluate.custom_attacks('fgsm, pgd-5, cw-5, apgd-ce', eps=0.1, step_size=0.025)
+  assert [name for name, _ in stages] == ['fgsm', 'PGD-5', 'CW-5', 'apgd-ce']
+  result = evaluate.evaluate(logits_fn, {}, images[:60], labels[:60], stages[:3], eps=0.1, batch_size=60)
+  assert [r['attack'] for r in result['rows']] == ['natural', 'fgsm', 'PGD-5', 'CW-5']
+  with pytest.raises(ValueError, match="unknown attack 'pgd'"):
+    evaluate.custom_attacks('pgd', eps=0.1, step_size=0.025)

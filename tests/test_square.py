@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from advjax.attacks import parts
-from advjax.attacks.pgd import pgd
-from advjax.attacks.square import square, square_side
+from advjax.attacks.iterative import pgd
+from advjax.attacks.square_attack import square, square_side
 
 SHAPE, CLASSES, QUERIES = (6, 6, 3), 4, 200
 

@@ -1,10 +1,10 @@
 """Pure, jit-able adversarial attacks: `attack(logits_fn, x, y, key, **hyperparameters) -> AttackOutput`."""
 from advjax.attacks import losses, parts
-from advjax.attacks.apgd import apgd, apgd_targeted
-from advjax.attacks.autoattack import autoattack
+from advjax.attacks.auto_pgd import apgd, apgd_targeted
+from advjax.attacks.auto_attack import autoattack
 from advjax.attacks.fab import fab_targeted
-from advjax.attacks.pgd import AttackOutput, early_stopped_pgd, fgsm, fosc, pgd, pgd_fosc, pgd_k_tau
-from advjax.attacks.square import square
+from advjax.attacks.iterative import AttackOutput, early_stopped_pgd, fgsm, fosc, pgd, pgd_fosc, pgd_k_tau
+from advjax.attacks.square_attack import square
 
 __all__ = ['AttackOutput', 'apgd', 'apgd_targeted', 'autoattack', 'early_stopped_pgd', 'fab_targeted', 'fgsm',
            'fosc', 'pgd', 'pgd_fosc', 'pgd_k_tau', 'square', 'losses', 'parts']

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from advjax.attacks import parts
-from advjax.attacks.pgd import AttackOutput
+from advjax.attacks.iterative import AttackOutput
 
 _NOT_FOUND = 1e10   # the official norm of "no adversarial point yet"
 

@@ -1,4 +1,4 @@
-"""L-inf gradient attacks: FGSM, PGD-K (with restarts) and early-stopped PGD: FAT's PGD-K-tau and DAT's FOSC.
+"""Iterative L-inf gradient attacks: FGSM, PGD-K (with restarts) and early-stopped PGD: FAT's PGD-K-tau, DAT's FOSC.
 
 All are pure functions of (logits_fn, x, y, key, ...) that jit, vmap and nest inside a jitted train step. Inputs
 live in [0, 1]; `logits_fn` is any closure x -> logits (a Flax model in eval mode, a Haiku function, ...).

@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 
 from advjax.attacks import parts
-from advjax.attacks.apgd import apgd, apgd_targeted
+from advjax.attacks.auto_pgd import apgd, apgd_targeted
 from advjax.attacks.fab import fab_targeted
-from advjax.attacks.pgd import AttackOutput
-from advjax.attacks.square import square
+from advjax.attacks.iterative import AttackOutput
+from advjax.attacks.square_attack import square
 
 
 def standard_stages(eps, *, steps=100, n_targets=9, square_queries=5000):

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from advjax.attacks import parts
-from advjax.attacks.pgd import AttackOutput
+from advjax.attacks.iterative import AttackOutput
 
 
 def _sorted_logits(logits):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from advjax.attacks import parts
 from advjax.attacks.losses import logit_margin
-from advjax.attacks.pgd import AttackOutput
+from advjax.attacks.iterative import AttackOutput
 
 # The official `p_selection`: p = p_init / 2**k, where k counts the bounds below the iteration index.
 _P_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
