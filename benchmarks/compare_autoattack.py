@@ -84,7 +84,7 @@ def main():
 
   started = time.perf_counter()
   official = AutoAttack(net, norm='Linf', eps=args.eps, version='standard', seed=0)
-  x_official = official.run_standard_evaluation(x_torch, y_torch, batch_size=args.batch)
+  x_official, _ = official.run_standard_evaluation(x_torch, y_torch, batch_size=args.batch)
   official_seconds = time.perf_counter() - started
   with torch.no_grad():
     official_robust = (net(x_official).argmax(1) == y_torch).numpy()
