@@ -135,9 +135,8 @@ def test_losses_on_analytic_cases():
     losses.get('hinge')
 
 
-def test_fgsm_and_pgd_raise_the_loss_of_a_trained_model(digits_mlp):
-  params, x, y = digits_mlp
-  logits_fn = lambda v: mlp_logits(params, v)
+def test_fgsm_and_pgd_raise_the_loss_of_a_trained_model(digits_model):
+  logits_fn, x, y = digits_model
   ce = lambda v: float(optax.softmax_cross_entropy_with_integer_labels(logits_fn(v), y).mean())
   acc = lambda v: float((logits_fn(v).argmax(-1) == y).mean())
   key = jax.random.key(0)
@@ -146,27 +145,3 @@ def test_fgsm_and_pgd_raise_the_loss_of_a_trained_model(digits_mlp):
   assert acc(x) > 0.9
   assert ce(x) < ce(x_fgsm) < ce(x_pgd)
   assert acc(x_pgd) < acc(x_fgsm) < acc(x) - 0.2
-
-
-@pytest.fixture(scope='module')
-def digits_mlp():
-  """A tanh MLP trained on scikit-learn's digits in a few seconds."""
-  from sklearn.datasets import load_digits
-  data = load_digits()
-  x = jnp.asarray(data.data / 16.0, jnp.float32)
-  y = jnp.asarray(data.target)
-  rng = np.random.RandomState(0)
-  params = dict(w1=rng.randn(64, 64) / 8, b1=np.zeros(64), w2=rng.randn(64, 10) / 8, b2=np.zeros(10))
-  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
-  tx = optax.adam(1e-2)
-
-  @jax.jit
-  def step(params, opt_state):
-    grads = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(mlp_logits(p, x), y).mean())(params)
-    updates, opt_state = tx.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state
-
-  opt_state = tx.init(params)
-  for _ in range(300):
-    params, opt_state = step(params, opt_state)
-  return params, x[:400], y[:400]
