@@ -8,7 +8,8 @@ uniform start) and CW-inf (PGD-30 on the margin loss, kappa 50, step eps/4).
 
   ADVJAX_DATA_DIR=../shared/data python benchmarks/side_by_side.py --out=docs/results/side_by_side
 
-writes <out>.json, <out>.md and <out>_bp.png (BP per example per epoch), and prints the table.
+writes <out>.json (resumable: finished runs are kept), <out>_table.md and <out>_bp.png (BP per example per epoch),
+and prints the table; docs/results/side_by_side.md discusses the committed results.
 """
 import argparse
 import functools
