@@ -135,7 +135,7 @@ def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=N
 
 
 def markdown_table(result):
-  lines = [f'| attack | accuracy (%) | robust to all so far (%) | time (s) |', '|---|---|---|---|']
+  lines = ['| attack | accuracy (%) | robust to all so far (%) | time (s) |', '|---|---|---|---|']
   lines += [f'| {r["attack"]} | {r["accuracy"]:.2f} | {r["cumulative"]:.2f} | {r["seconds"]:.1f} |'
             for r in result['rows']]
   return '\n'.join(lines)

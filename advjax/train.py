@@ -3,7 +3,6 @@
 Epoch by epoch: adversarial training with the method's attack, evaluation of natural and PGD accuracy on the test
 split, a checkpoint, and one JSON line of metrics. Rerunning with the same workdir resumes after the last checkpoint.
 """
-import json
 import os
 import time
 

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np

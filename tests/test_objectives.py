@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from advjax import attacks, objectives
-from advjax.attacks import parts
 from helpers import C, D, load_config, mlp_logits, mlp_params, numpy_ce_gradient
 
 B = 6
