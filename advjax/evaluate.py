@@ -149,8 +149,7 @@ def run(config):
     trained.data.data_dir = config.data_dir
   trained.data.num_test = config.num_examples
   dataset = data.load(trained.data)
-  model = models.get_model(trained.model.name, dataset.num_classes, mean=tuple(trained.model.mean) or None,
-                           std=tuple(trained.model.std) or None, dtype=jnp.dtype(trained.model.dtype))
+  model = models.from_config(trained.model, dataset.num_classes)   # eval mode only: no BatchNorm axis
   state = checkpoint.Checkpointer(config.checkpoint).restore_latest()
   params = dict(params=state['params'], batch_stats=state['batch_stats'])
   logits_fn = lambda variables, x: model.apply(variables, x, train=False)

@@ -17,10 +17,9 @@ from advjax.data import pipeline
 
 
 def build_model(config, num_classes):
-  m = config.model
-  return models.get_model(
-      m.name, num_classes, bn_axis_name=step_lib.AXIS if config.bn_stats == 'global' else None,
-      mean=tuple(m.mean) or None, std=tuple(m.std) or None, dtype=jnp.dtype(m.dtype))
+  """The config's model, its BatchNorm averaged over the mesh axis unless `bn_stats='per_device'`."""
+  axis = step_lib.AXIS if config.bn_stats == 'global' else None
+  return models.from_config(config.model, num_classes, bn_axis_name=axis)
 
 
 def evaluate(eval_step, eval_batch, state, images, labels, batch_size, key):

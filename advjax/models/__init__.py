@@ -17,7 +17,7 @@ from advjax.models.cnn import SmallCNN, TinyCNN
 from advjax.models.resnet import ResNet18
 from advjax.models.wide_resnet import WideResNet, blocks_per_stage
 
-__all__ = ['get_model', 'is_known', 'KNOWN_MODELS', 'TinyCNN', 'SmallCNN', 'ResNet18', 'WideResNet']
+__all__ = ['get_model', 'from_config', 'is_known', 'KNOWN_MODELS', 'TinyCNN', 'SmallCNN', 'ResNet18', 'WideResNet']
 
 _FIXED = {'tiny_cnn': TinyCNN, 'small_cnn': SmallCNN, 'resnet18': ResNet18}
 _WRN_NAME = re.compile(r'wrn-(\d+)-(\d+)')
@@ -67,3 +67,9 @@ def get_model(name: str, num_classes: int, *, bn_axis_name: str | None = None,
     blocks, width = wrn
     return WideResNet(blocks=blocks, width=width, **kwargs)
   raise ValueError(f'Unknown model {name!r}; known models: {KNOWN_MODELS}.')
+
+
+def from_config(cfg, num_classes: int, *, bn_axis_name: str | None = None) -> nn.Module:
+  """The model a config's `model` section describes (name, mean, std, dtype; empty mean/std: none)."""
+  return get_model(cfg.name, num_classes, bn_axis_name=bn_axis_name, mean=tuple(cfg.mean) or None,
+                   std=tuple(cfg.std) or None, dtype=jnp.dtype(cfg.dtype))

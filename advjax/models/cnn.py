@@ -1,13 +1,11 @@
 """Plain convolutional networks: a tiny one for tests and the quick start, and FAT's SmallCNN."""
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 from advjax.models import layers
 
 
-class TinyCNN(nn.Module):
+class TinyCNN(layers.Classifier):
   """conv3-32, BN, ReLU, conv3-64/2, BN, ReLU, flatten, dense.
 
   Small enough to compile in seconds on a CPU. It flattens rather than pooling
@@ -15,11 +13,6 @@ class TinyCNN(nn.Module):
   of the information on 8x8 digits. The dense layer takes its size from the
   input at init, so any spatial size works.
   """
-  num_classes: int
-  bn_axis_name: str | None = None
-  mean: tuple[float, ...] | None = None
-  std: tuple[float, ...] | None = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -33,7 +26,7 @@ class TinyCNN(nn.Module):
     return x.astype(jnp.float32)
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(layers.Classifier):
   """The SmallCNN of the FAT paper (Zhang et al., 2020) for CIFAR-sized inputs.
 
   Three stages of [conv3, BN, ReLU] x 2 then 2x2 max-pool (64, 128, 196
@@ -44,11 +37,6 @@ class SmallCNN(nn.Module):
   `width` scales it for quick experiments ('small_cnn-<width>'): channels (w, 2w, 196w/64) and fc 4w; the paper's
   network is width 64.
   """
-  num_classes: int
-  bn_axis_name: str | None = None
-  mean: tuple[float, ...] | None = None
-  std: tuple[float, ...] | None = None
-  dtype: Any = jnp.float32
   width: int = 64
 
   @nn.compact

@@ -63,3 +63,12 @@ def prepare_input(x, mean: Sequence[float] | None, std: Sequence[float] | None, 
 def global_avg_pool(x):
   # Mean in float32: summing many bfloat16 activations loses precision.
   return jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
+
+
+class Classifier(nn.Module):
+  """What every advjax classifier takes: classes, the BatchNorm axis, input normalisation and compute dtype."""
+  num_classes: int
+  bn_axis_name: str | None = None
+  mean: tuple[float, ...] | None = None
+  std: tuple[float, ...] | None = None
+  dtype: Any = jnp.float32

@@ -27,17 +27,12 @@ class BasicBlock(nn.Module):
     return nn.relu(out + x)
 
 
-class ResNet18(nn.Module):
+class ResNet18(layers.Classifier):
   """3x3 stem (no max-pool), stages of 64-128-256-512 with two blocks each, global pool, fc.
 
   kuangliu pools with a fixed 4x4 window, which is global pooling on 32x32
   inputs; pooling globally lets other sizes work too.
   """
-  num_classes: int
-  bn_axis_name: str | None = None
-  mean: tuple[float, ...] | None = None
-  std: tuple[float, ...] | None = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):

@@ -44,20 +44,15 @@ class PreActBlock(nn.Module):
     return out + x
 
 
-class WideResNet(nn.Module):
+class WideResNet(layers.Classifier):
   """WRN with `blocks` pre-activation blocks in each of three stages of width 16w, 32w, 64w.
 
   TRADES' `wideresnet.py` also builds a `sub_block1` that its forward pass never
   calls; it is not built here, so parameter counts are those of the network
   that is actually used (and WRN-34-10 has no dead parameters).
   """
-  num_classes: int
-  blocks: int
-  width: int
-  bn_axis_name: str | None = None
-  mean: tuple[float, ...] | None = None
-  std: tuple[float, ...] | None = None
-  dtype: Any = jnp.float32
+  blocks: int = 5    # WRN-34-10 (and WRN-32-10)
+  width: int = 10
 
   @nn.compact
   def __call__(self, x, train: bool):
