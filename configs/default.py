@@ -2,7 +2,7 @@
 
 Variants, comma-separated:
   digits  the quick-start data: scikit-learn's 8x8 digits with a tiny CNN, 15 epochs, eps 0.2 (well under a minute)
-  small   a CIFAR-10 subset (256 train / 100 test) with the FAT paper's SmallCNN, 3 epochs (a few minutes on a CPU)
+  small   a CIFAR-10 subset (256 train / 100 test) with the FAT paper's SmallCNN, 3 epochs (about 5 min on 2 cores)
 Schedules by epoch are rescaled to the variant's length.
 """
 import os
