@@ -113,17 +113,14 @@ def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=N
   key = jax.random.key(0) if key is None else key
   eps, stages = protocol_attacks(protocol, eps) if isinstance(protocol, str) else (eps, tuple(protocol))
   replicated = NamedSharding(mesh, P())
-  params, images_dev, labels_dev = jax.device_put((params, images, labels), replicated)
-  batch_fn = pipeline.make_batch_fn(mesh, batch_size)
-  padded = -(-len(labels) // batch_size) * batch_size
-  order = jnp.arange(padded)
+  params = jax.device_put(params, replicated)
+  loader = pipeline.Loader(mesh, images, labels, batch_size, process_index=0, process_count=1)
   per_attack, rows = {}, []
   robust = np.ones(len(labels), bool)
   for stage, (name, attack) in enumerate((('natural', None),) + tuple(stages)):
     correct_fn = _correct_fn(logits_fn, attack, mesh, jax.random.fold_in(key, stage))
     started, correct = time.perf_counter(), []
-    for start in range(0, padded, batch_size):
-      batch = batch_fn(images_dev, labels_dev, order, start, key)
+    for batch in loader.batches(loader.eval_positions(), key):
       correct.append(np.asarray(jax.device_get(correct_fn(params, batch))))
     per_attack[name] = np.concatenate(correct)[:len(labels)]
     robust &= per_attack[name]

@@ -14,6 +14,12 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file, e.g. configs/fat.py.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints and metrics go here; default ./runs/<config name>.')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Multi-process run: jax.distributed.initialize() with cluster auto-detection (Cloud TPU '
+    'pods, SLURM, Open MPI, Kubernetes), or with --coordinator, --num_processes and --process_id.')
+_COORDINATOR = flags.DEFINE_string('coordinator', None, 'host:port of process 0, for a manual multi-process launch.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a manual multi-process launch.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.')
 
 
 def fail(message):
@@ -51,10 +57,26 @@ def default_workdir():
   return os.path.join('runs', name)
 
 
+def initialize_distributed():
+  """Joins the processes of a multi-process run (before anything touches a device); a single process does nothing."""
+  manual = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if any(v is not None for v in manual) and any(v is None for v in manual):
+    fail('a manual multi-process launch needs all of --coordinator, --num_processes and --process_id')
+  if all(v is not None for v in manual):
+    if not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
+      fail(f'--process_id must be in [0, {_NUM_PROCESSES.value}), got {_PROCESS_ID.value}')
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize(*manual)
+  elif _DISTRIBUTED.value:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
+
+
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; use --config=FILE, --workdir=DIR and --config.<field>=<value>')
   config = load_config()
+  initialize_distributed()
   logging.set_verbosity(logging.WARNING)   # orbax narrates every save at INFO
   from advjax import evaluate, train, validation  # pylint: disable=g-import-not-at-top
   evaluating = 'checkpoint' in config   # configs/eval.py

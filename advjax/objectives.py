@@ -120,14 +120,14 @@ def pgd_attack(config):
 
 def early_stopped_attack(config):
   """PGD-K-tau (the FAT family), tau from `hparams`."""
-  settings = _attack_settings(config)
+  settings = dict(_attack_settings(config), compact_min_size=config.attack.compact_min_size)
   return lambda logits_fn, x, y, key, hp: attacks.pgd_k_tau(logits_fn, x, y, key, steps=config.attack.steps,
                                                             tau=hp['tau'], **settings)
 
 
 def fosc_attack(config):
   """DAT's FOSC-stopped PGD, threshold c_t from `hparams`."""
-  settings = _attack_settings(config)
+  settings = dict(_attack_settings(config), compact_min_size=config.attack.compact_min_size)
   return lambda logits_fn, x, y, key, hp: attacks.pgd_fosc(
       logits_fn, x, y, key, steps=config.attack.steps, threshold=hp['fosc_threshold'],
       reference=config.fosc.reference, **settings)

@@ -25,6 +25,12 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
+  ema: Any = None   # dict(params, batch_stats): exponential moving averages of the weights, when kept
+
+  @property
+  def variables(self):
+    """What `model.apply` takes for the raw weights."""
+    return dict(params=self.params, batch_stats=self.batch_stats)
 
 
 def make_mesh(devices=None):
@@ -40,15 +46,22 @@ def make_optimizer(config, steps_per_epoch):
       optax.sgd(schedules.per_step(config.lr_schedule, steps_per_epoch), momentum=o.momentum, nesterov=o.nesterov))
 
 
-def create_train_state(model, tx, input_shape, key, mesh):
-  """Initial state, replicated on every device of the mesh."""
+def create_train_state(model, tx, input_shape, key, mesh, ema=False):
+  """Initial state (float32 parameters and optimiser state whatever the compute dtype), replicated on the mesh."""
   @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, P()))
   def init():
     variables = model.init(key, jnp.zeros((1, *input_shape)), train=False)
     params = variables['params']
     return TrainState(step=jnp.int32(0), params=params, batch_stats=variables['batch_stats'],
-                      opt_state=tx.init(params))
+                      opt_state=tx.init(params), ema=dict(variables) if ema else None)
   return init()
+
+
+def update_ema(ema, variables, step, decay):
+  """One EMA step with TensorFlow's warm-up: the decay is min(decay, (1 + t) / (10 + t)) at step t."""
+  step = jnp.asarray(step, jnp.float32)
+  decay = jnp.minimum(decay, (1 + step) / (10 + step))
+  return optax.incremental_update(variables, ema, 1 - decay)
 
 
 def example_keys(key, step, indices):
@@ -77,8 +90,7 @@ def make_train_step(model, tx, config, mesh, key):
 
   def step(state, batch, hparams, sums):
     x, y = batch['image'], batch['label']
-    variables = dict(params=state.params, batch_stats=state.batch_stats)
-    logits_fn = lambda v: model.apply(variables, v, train=False)
+    logits_fn = lambda v: model.apply(state.variables, v, train=False)
     adv = attack(logits_fn, x, y, example_keys(key, state.step, batch['index']), hparams)
 
     def loss_fn(params):
@@ -97,7 +109,9 @@ def make_train_step(model, tx, config, mesh, key):
       batch_stats = jax.lax.pmean(batch_stats, AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       batch_stats=batch_stats, opt_state=opt_state)
+                       batch_stats=batch_stats, opt_state=opt_state, ema=state.ema)
+    if state.ema is not None:
+      state = state.replace(ema=update_ema(state.ema, state.variables, state.step - 1, config.ema_decay))
     metrics = dict(loss=loss * y.shape[0], adv_correct=(logits.argmax(-1) == y).sum(),
                    attack_steps=adv.steps.sum(), examples=y.shape[0])
     if adv.fosc is not None:
@@ -110,14 +124,13 @@ def make_train_step(model, tx, config, mesh, key):
 
 
 def make_eval_step(model, config, mesh, key):
-  """Jitted `eval_step(state, batch) -> metric sums`: natural and PGD accuracy under `config.eval`."""
+  """Jitted `eval_step(variables, batch) -> metric sums`: natural and PGD accuracy under `config.eval`."""
   e = config.eval
   kwargs = dict(eps=e.eps, step_size=e.step_size, steps=e.steps, loss=losses.get(e.loss, e.kappa), init=e.init,
                 clip_init=e.clip_init, restarts=e.restarts)
 
-  def step(state, batch):
+  def step(variables, batch):
     x, y, mask = batch['image'], batch['label'], batch['mask']
-    variables = dict(params=state.params, batch_stats=state.batch_stats)
     logits_fn = lambda v: model.apply(variables, v, train=False)
     adv = attacks.pgd(logits_fn, x, y, example_keys(key, 0, batch['index']), **kwargs)
     correct = lambda v: ((logits_fn(v).argmax(-1) == y) & mask).sum()

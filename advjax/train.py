@@ -7,9 +7,7 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from advjax import checkpoint, data, metrics, models, objectives, schedules
 from advjax import step as step_lib
@@ -22,23 +20,29 @@ def build_model(config, num_classes):
   return models.from_config(config.model, num_classes, bn_axis_name=axis)
 
 
-def evaluate(eval_step, eval_batch, state, images, labels, batch_size, key):
+def evaluate(eval_step, loader, variables, key):
   """Natural and PGD accuracy over a test set on the devices, the last batch padded and masked."""
-  padded = -(-len(labels) // batch_size) * batch_size
-  order = jnp.arange(padded)
   sums = {}
-  for start in range(0, padded, batch_size):   # fetched batch by batch: one multi-device program at a time
-    m = jax.device_get(eval_step(state, eval_batch(images, labels, order, start, key)))
+  for batch in loader.batches(loader.eval_positions(), key):   # fetched one by one: one multi-device program at a time
+    m = jax.device_get(eval_step(variables, batch))
     sums = {k: sums.get(k, 0) + v for k, v in m.items()}
   return dict(natural_acc=sums['natural_correct'] / sums['examples'], pgd_acc=sums['pgd_correct'] / sums['examples'])
 
 
-def train_epoch(train_step, train_batch, state, images, labels, hparams, *, epoch, order, key, config, progress):
+def evaluate_all(eval_step, loader, state, key):
+  """`evaluate` for the raw weights, and with an `ema_` prefix for their moving average where it is kept."""
+  results = evaluate(eval_step, loader, state.variables, key)
+  if state.ema is not None:
+    results.update({f'ema_{k}': v for k, v in evaluate(eval_step, loader, state.ema, key).items()})
+  return results
+
+
+def train_epoch(train_step, loader, state, hparams, *, epoch, key, config, progress):
   """One pass over the shuffled training set; returns the state and the epoch's metric sums (on the host)."""
-  steps_per_epoch = len(labels) // config.batch_size
+  steps_per_epoch = len(loader.train_positions(key, epoch)) // loader.local_batch_size
   sums = step_lib.zero_metrics(config)
-  for i in range(steps_per_epoch):
-    state, sums = train_step(state, train_batch(images, labels, order, i * config.batch_size, key), hparams, sums)
+  for i, batch in enumerate(loader.batches(loader.train_positions(key, epoch), jax.random.fold_in(key, epoch))):
+    state, sums = train_step(state, batch, hparams, sums)
     done = (epoch - 1) * steps_per_epoch + i + 1
     if not progress.started:   # time from here, once the step has compiled and run
       jax.block_until_ready(sums)
@@ -64,43 +68,42 @@ def train_and_evaluate(config, workdir):
   dataset = data.load(config.data)
   num_eval = len(dataset.test_labels) if config.eval.num_examples < 0 else config.eval.num_examples
   mesh = step_lib.make_mesh()
-  steps_per_epoch = len(dataset.train_labels) // config.batch_size
+  train_loader = pipeline.Loader(mesh, dataset.train_images, dataset.train_labels, config.batch_size,
+                                 crop_padding=config.data.crop_padding, flip=config.data.flip)
+  test_loader = pipeline.Loader(mesh, dataset.test_images[:num_eval], dataset.test_labels[:num_eval],
+                                config.eval.batch_size)
+  steps_per_epoch = len(dataset.train_labels) // jax.process_count() // train_loader.local_batch_size
   init_key, attack_key, data_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
 
   model = build_model(config, dataset.num_classes)
   tx = step_lib.make_optimizer(config, steps_per_epoch)
-  state = step_lib.create_train_state(model, tx, dataset.train_images.shape[1:], init_key, mesh)
+  state = step_lib.create_train_state(model, tx, dataset.train_images.shape[1:], init_key, mesh,
+                                      ema=config.ema_decay > 0)
+  name, input_shape = dataset.name, dataset.train_images.shape[1:]
+  del dataset   # each process keeps only its shards, in the loaders
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
   state = ckpt.restore(state)
   first_epoch = ckpt.latest_epoch() + 1
   if first_epoch > 1:
     metrics.log(f'Resuming from the checkpoint of epoch {first_epoch - 1} in {workdir}.')
 
-  replicated = NamedSharding(mesh, P())
-  train_images, train_labels, test_images, test_labels = jax.device_put(
-      (dataset.train_images, dataset.train_labels, dataset.test_images[:num_eval], dataset.test_labels[:num_eval]),
-      replicated)
-  train_batch = pipeline.make_batch_fn(mesh, config.batch_size, crop_padding=config.data.crop_padding,
-                                       flip=config.data.flip)
-  eval_batch = pipeline.make_batch_fn(mesh, config.eval.batch_size)
   train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
   eval_step = step_lib.make_eval_step(model, config, mesh, eval_key)
 
   writer = metrics.JsonlWriter(workdir)
   writer.drop_after(first_epoch - 1)
   progress = metrics.Progress(config.num_epochs * steps_per_epoch)
-  metrics.log(f'{config.method} on {dataset.name}: {len(dataset.train_labels)} train / {num_eval} test examples, '
-              f'{config.model.name}, {jax.device_count()} device(s), {steps_per_epoch} steps per epoch.')
+  metrics.log(f'{config.method} on {name}: {train_loader.num_examples} train / '
+              f'{num_eval} test examples, {config.model.name} ({config.model.dtype}), {jax.device_count()} '
+              f'device(s) in {jax.process_count()} process(es), {steps_per_epoch} steps per epoch.')
   evaluation = None
   for epoch in range(first_epoch, config.num_epochs + 1):
     hparams = objectives.METHODS[config.method].hparams(config, epoch)
     epoch_start = time.perf_counter()
-    state, sums = train_epoch(
-        train_step, train_batch, state, train_images, train_labels, hparams,
-        epoch=epoch, order=pipeline.epoch_order(data_key, epoch, len(dataset.train_labels)),
-        key=jax.random.fold_in(data_key, epoch), config=config, progress=progress)
+    state, sums = train_epoch(train_step, train_loader, state, hparams, epoch=epoch, key=data_key, config=config,
+                              progress=progress)
     train_time = time.perf_counter() - epoch_start
-    evaluation = evaluate(eval_step, eval_batch, state, test_images, test_labels, config.eval.batch_size, eval_key)
+    evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
     record = dict(
         epoch=epoch, step=epoch * steps_per_epoch, **hparams, lr=schedules.value_at(config.lr_schedule, epoch),
         train_loss=sums['loss'] / sums['examples'], train_adv_acc=sums['adv_correct'] / sums['examples'],
@@ -112,14 +115,21 @@ def train_and_evaluate(config, workdir):
     ckpt.save(epoch, state)   # after the metrics line: a run killed in between redoes the epoch, logs it once
     settings = ''.join(f'{name} {value:g}, ' for name, value in hparams.items())
     metrics.log(f'epoch {epoch}/{config.num_epochs}: {settings}loss {record["train_loss"]:.4f}, '
-                f'BP/example {record["bp_per_example"]:.2f}, natural {100 * evaluation["natural_acc"]:.2f}%, '
-                f'PGD-{config.eval.steps} {100 * evaluation["pgd_acc"]:.2f}%; '
+                f'BP/example {record["bp_per_example"]:.2f}, {_accuracies(evaluation, config.eval.steps)}; '
                 f'{steps_per_epoch * config.batch_size / train_time:.1f} train examples/s, '
                 f'ETA {progress.eta(epoch * steps_per_epoch)}')
   ckpt.close()
   if evaluation is None:   # nothing left to train: report the restored state
-    evaluation = evaluate(eval_step, eval_batch, state, test_images, test_labels, config.eval.batch_size, eval_key)
+    evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
   metrics.log(f'Final: natural accuracy {100 * evaluation["natural_acc"]:.2f}%, '
-              f'PGD-{config.eval.steps} accuracy {100 * evaluation["pgd_acc"]:.2f}% '
-              f'({num_eval} test examples).')
+              f'PGD-{config.eval.steps} accuracy {100 * evaluation["pgd_acc"]:.2f}% ({num_eval} test examples)'
+              + (f'; EMA weights {100 * evaluation["ema_natural_acc"]:.2f}% / {100 * evaluation["ema_pgd_acc"]:.2f}%.'
+                 if 'ema_pgd_acc' in evaluation else '.'))
   return state, evaluation
+
+
+def _accuracies(evaluation, pgd_steps):
+  text = f'natural {100 * evaluation["natural_acc"]:.2f}%, PGD-{pgd_steps} {100 * evaluation["pgd_acc"]:.2f}%'
+  if 'ema_pgd_acc' in evaluation:
+    text += f' (EMA {100 * evaluation["ema_natural_acc"]:.2f}%, {100 * evaluation["ema_pgd_acc"]:.2f}%)'
+  return text

@@ -80,6 +80,9 @@ def check(config):
   _check_attack('attack', config.attack)
   _check_attack('eval', config.eval)
   _require(config.eval.restarts >= 1, f'eval.restarts must be >= 1, got {config.eval.restarts}')
+  _require(config.attack.compact_min_size >= 0,
+           f'attack.compact_min_size must be >= 0 (0: no compaction), got {config.attack.compact_min_size}')
+  _require(0 <= config.ema_decay < 1, f'ema_decay must be in [0, 1) (0: no EMA), got {config.ema_decay}')
   _require(config.attack.noise_std >= 0, f'attack.noise_std must be >= 0, got {config.attack.noise_std}')
   _check_schedule('lr_schedule', config.lr_schedule, lowest=0)
   _check_method_settings(config)
@@ -96,6 +99,7 @@ def check(config):
 def check_evaluation(config):
   """Raises ConfigError for an evaluation config (configs/eval.py) that cannot run."""
   _require(config.checkpoint, '--config.checkpoint is required: the workdir of a training run')
+  _require(jax.process_count() == 1, 'evaluation runs in one process: run it on one host, without --distributed')
   settings = os.path.join(config.checkpoint, 'config.json')
   _require(os.path.isfile(settings), f'{settings} not found: --config.checkpoint must be a training workdir')
   checkpoints = os.path.join(config.checkpoint, 'checkpoints')

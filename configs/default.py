@@ -17,15 +17,20 @@ def base_config():
   c.num_epochs = 120
   c.batch_size = 128
   c.bn_stats = 'global'   # BatchNorm over the global batch; 'per_device' as under pmap with per-replica BN
+  c.ema_decay = 0.0       # > 0 (e.g. 0.999): also keep and evaluate an exponential moving average of the weights
 
   c.data = ml_collections.ConfigDict(dict(
       source='image_folder', name='cifar10-jpg.tar.gz', data_dir=os.environ.get('ADVJAX_DATA_DIR', ''),
       num_train=-1, num_test=-1, seed=0, crop_padding=4, flip=True))
+  # dtype 'bfloat16': mixed precision, bf16 compute with float32 parameters, optimiser state and logits.
   c.model = ml_collections.ConfigDict(dict(name='wrn-32-10', mean=(), std=(), dtype='float32'))
 
   # Training attack: PGD-10 from clip01(x + U(-eps, eps)), step 0.007 (FAT's Table 1 setting).
+  # Early-stopped attacks (FAT, DAT) compact the examples still attacking into batches of halving static size down
+  # to compact_min_size per device (0: one masked loop over the whole batch); results are the same either way.
   c.attack = ml_collections.ConfigDict(dict(
-      eps=0.031, step_size=0.007, steps=10, loss='ce', kappa=50.0, init='uniform', clip_init=True, noise_std=0.0))
+      eps=0.031, step_size=0.007, steps=10, loss='ce', kappa=50.0, init='uniform', clip_init=True, noise_std=0.0,
+      compact_min_size=16))
 
   c.optimizer = ml_collections.ConfigDict(dict(momentum=0.9, weight_decay=2e-4, nesterov=False))
   # (first epoch, value), epochs from 1: the official scripts' `if epoch >= 60` with 1-based epochs.

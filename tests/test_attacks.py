@@ -145,3 +145,35 @@ def test_fgsm_and_pgd_raise_the_loss_of_a_trained_model(digits_model):
   assert acc(x) > 0.9
   assert ce(x) < ce(x_fgsm) < ce(x_pgd)
   assert acc(x_pgd) < acc(x_fgsm) < acc(x) - 0.2
+
+
+def test_compaction_cascade_sizes():
+  assert attacks.compaction_sizes(128, 16) == [128, 64, 32, 16]
+  assert attacks.compaction_sizes(100, 16) == [100, 50, 25]
+  assert attacks.compaction_sizes(20, 16) == [20] and attacks.compaction_sizes(128, 0) == [128]
+
+
+@pytest.mark.parametrize('attack', ['pgd_k_tau', 'pgd_k_tau_kl', 'pgd_fosc'])
+def test_compaction_returns_the_points_and_steps_of_the_masked_loop(attack):
+  """Stopping at many different steps, with per-example budgets, eps and noise, through four cascade sizes."""
+  p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), mlp_params(2, scale=3.0))
+  logits_fn = lambda v: mlp_logits(p, v)
+  n = 64
+  x = jax.random.uniform(jax.random.key(1), (n, D))
+  y = jax.random.randint(jax.random.key(2), (n,), 0, C)
+  kw = dict(eps=jnp.linspace(0.1, 0.3, n), step_size=0.03, steps=10)
+  run = {
+      'pgd_k_tau': lambda m: attacks.pgd_k_tau(logits_fn, x, y, jax.random.key(3), tau=1, noise_std=0.01,
+                                               budget=jnp.arange(n) % 11, compact_min_size=m, **kw),
+      'pgd_k_tau_kl': lambda m: attacks.pgd_k_tau(logits_fn, x, y, jax.random.key(3), tau=0, init='gaussian',
+                                                  loss=losses.kl_to_clean, compact_min_size=m, **kw),
+      'pgd_fosc': lambda m: attacks.pgd_fosc(logits_fn, x, y, jax.random.key(3), threshold=4.0, compact_min_size=m,
+                                             **kw),
+  }[attack]
+  masked, compacted = jax.jit(lambda: run(0))(), jax.jit(lambda: run(8))()
+  np.testing.assert_array_equal(compacted.steps, masked.steps)
+  np.testing.assert_array_equal(compacted.x_adv, masked.x_adv)
+  if masked.fosc is not None:
+    np.testing.assert_array_equal(compacted.fosc, masked.fosc)
+  counts = np.bincount(np.asarray(masked.steps))
+  assert (counts > 0).sum() >= 3 and counts[-1] < n / 2, 'examples should stop at several steps, most early'

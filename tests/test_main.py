@@ -103,6 +103,28 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+def test_two_processes_train_and_resume(tmp_path):
+  """launch/multi_process_cpu.sh: two JAX processes with a localhost coordinator, each with its shard of the data."""
+  def run(epochs):
+    env = dict(os.environ, PYTHONPATH=REPO, ADVJAX_PYTHON=sys.executable, ADVJAX_LOG_DIR=str(tmp_path / 'logs'))
+    env.pop('XLA_FLAGS', None)
+    done = subprocess.run(
+        [os.path.join(REPO, 'launch', 'multi_process_cpu.sh'), '2', f'--config={QUICKSTART}',
+         f'--workdir={tmp_path / "run"}', f'--config.num_epochs={epochs}', '--config.data.num_train=512'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+  first = run(2)
+  assert '2 device(s) in 2 process(es), 8 steps per epoch' in first, first
+  resumed = run(3)
+  assert 'Resuming from the checkpoint of epoch 2' in resumed and resumed.count('Final:') == 1, resumed
+  assert [m['epoch'] for m in metrics_of(tmp_path / 'run')] == [1, 2, 3]   # written once, by process 0
+  assert 'epoch 1/' not in (tmp_path / 'logs' / 'process_1.log').read_text()
+  last = metrics_of(tmp_path / 'run')[-1]
+  assert last['natural_acc'] > 0.5 and (last['natural_acc'] * 360) % 1 < 1e-6   # all 360 test digits, once
+
+
 needs_data = pytest.mark.skipif(not os.environ.get('ADVJAX_DATA_DIR'),
                                 reason='set ADVJAX_DATA_DIR to the shared data folder (CI does)')
 

@@ -53,6 +53,7 @@ SMALL_CASES = [
     ('tiny_cnn', (2, 5, 7, 4)),  # odd sizes, four channels
     ('small_cnn', (2, 8, 8, 3)),
     ('resnet18', (2, 8, 8, 3)),
+    ('preact_resnet18', (2, 8, 8, 3)),
     ('wrn-10-1', (2, 8, 8, 3)),
 ]
 
@@ -71,12 +72,13 @@ def test_output_shape_and_dtype(name, shape):
   assert np.all(np.isfinite(logits))
 
 
-def test_resnet18_param_count_matches_torch():
-  assert num_params(abstract_variables('resnet18')) == 11_173_962
+def test_resnet_param_counts_match_torch():
+  assert num_params(abstract_variables('resnet18')) == 11_173_962          # kuangliu's ResNet18
+  assert num_params(abstract_variables('preact_resnet18')) == 11_172_170   # Rice et al.'s PreActResNet18
 
 
 @pytest.mark.parametrize('name,blocks,width', [('wrn-34-10', 5, 10), ('wrn-28-10', 4, 10), ('wrn-16-2', 2, 2),
-                                               ('wrn-10-1', 1, 1)])
+                                               ('wrn-10-1', 1, 1), ('wrn-58-10', 9, 10), ('wrn-70-16', 11, 16)])
 def test_wrn_param_count_matches_analytic(name, blocks, width):
   assert num_params(abstract_variables(name, num_classes=10)) == wrn_param_count(blocks, width, 3, 10)
   assert num_params(abstract_variables(name, num_classes=100, channels=1)) == wrn_param_count(blocks, width, 1, 100)

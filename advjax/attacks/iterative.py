@@ -3,6 +3,7 @@
 All are pure functions of (logits_fn, x, y, key, ...) that jit, vmap and nest inside a jitted train step. Inputs
 live in [0, 1]; `logits_fn` is any closure x -> logits (a Flax model in eval mode, a Haiku function, ...).
 """
+import functools
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -87,44 +88,77 @@ def fgsm(logits_fn, x, y, key, *, eps, loss=losses.cross_entropy, init='none'):
 class _LoopState(NamedTuple):
   k: jax.Array          # iterations run
   x_adv: jax.Array
-  rule_state: Any       # what the stopping rule carries (FAT's counters)
+  rule_state: Any       # what the stopping rule carries per example (FAT's counters)
   active: jax.Array     # still attacking
   steps: jax.Array      # steps taken
 
 
+def compaction_sizes(batch_size, min_size):
+  """The static batch sizes of the compaction cascade: batch_size, then halved (rounded up) down to min_size."""
+  sizes = [batch_size]
+  while min_size and -(-sizes[-1] // 2) >= min_size and sizes[-1] > 1:
+    sizes.append(-(-sizes[-1] // 2))
+  return sizes
+
+
 def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule, rule_state=None,
-                      loss=losses.cross_entropy, init='uniform', clip_init=True, noise_std=0.0, budget=None):
+                      loss=losses.cross_entropy, init='uniform', clip_init=True, noise_std=0.0, budget=None,
+                      compact_min_size=16):
   """PGD in which each example stops for good once `stop_rule` says so: the loop behind PGD-K-tau, FOSC stopping
   and per-example step budgets.
 
   Every iteration evaluates the model and the gradient at the current points, asks
-  `stop_rule(k, rule_state, x_adv, logits, grad) -> (stop, rule_state)` which examples stop there, and takes one
-  signed step for the others. The batch keeps its shape and order (stopping is a mask in a `lax.while_loop`), and
-  the loop ends when no example is active or `steps` iterations ran.
+  `stop_rule(k, rule_state, examples, x_adv, logits, grad) -> (stop, rule_state)` which examples stop there, and
+  takes one signed step for the others. `examples` holds the per-example inputs (x, y, eps, ...) aligned with
+  x_adv, and `rule_state` is a pytree of per-example (B, ...) arrays. The loop ends when no example is active or
+  `steps` iterations ran.
+
+  Compaction: since the active set only shrinks, the loop runs at static batch sizes B, B/2, B/4, ... down to
+  `compact_min_size` (0: never), each a `lax.while_loop`; when the active examples fit the next size they are
+  gathered to the front and the next loop carries only them, so the work follows the examples still attacking.
+  Results equal the uncompacted loop's (same points, same step counts) provided `logits_fn` treats examples
+  independently, as a model in eval mode does; each size compiles the model once more.
 
   Args:
     budget: optional (B,) int array of per-example step budgets (<= steps); None means `steps` for all.
+    compact_min_size: the smallest batch of the cascade; 0 or >= B/2 leaves the batch whole.
     Others as in `pgd`.
   Returns:
-    AttackOutput whose `steps` count each example's gradient steps.
+    AttackOutput whose `steps` count each example's gradient steps, in the input order.
   """
-  objective, x_adv, noise_keys = _start(logits_fn, x, y, key, loss, eps, init, clip_init)
+  keys = parts.example_keys(key, x.shape[0])
+  init_keys, noise_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
   zeros = jnp.zeros_like(y, jnp.int32)   # per-example carries made from y: varying like it inside shard_map
-  budget = zeros + (steps if budget is None else jnp.asarray(budget, jnp.int32))
+  per_example = lambda v, dtype: zeros.astype(dtype) + jnp.asarray(v, dtype)
+  examples = dict(x=x, y=y, eps=per_example(eps, x.dtype), step_size=per_example(step_size, x.dtype),
+                  noise_keys=noise_keys, budget=per_example(steps if budget is None else budget, jnp.int32))
+  start = _LoopState(jnp.int32(0), parts.random_start(init_keys, x, eps, init, clip_init), rule_state,
+                     zeros == 0, zeros)
 
-  def body(s):
+  def body(objective, ex, s):
     logits, grad = _loss_and_grad(logits_fn, objective, s.x_adv)
-    stop, rule_state = stop_rule(s.k, s.rule_state, s.x_adv, logits, grad)
-    active = s.active & ~stop & (s.k < budget)
-    stepped = parts.signed_step(s.x_adv, x, grad, eps=eps, step_size=step_size,
-                                noise_keys=parts.fold_in(noise_keys, s.k), noise_std=noise_std)
-    x_adv = jnp.where(parts.per_example(active, x), stepped, s.x_adv)
+    stop, rule_state = stop_rule(s.k, s.rule_state, ex, s.x_adv, logits, grad)
+    active = s.active & ~stop & (s.k < ex['budget'])
+    stepped = parts.signed_step(s.x_adv, ex['x'], grad, eps=ex['eps'], step_size=ex['step_size'],
+                                noise_keys=parts.fold_in(ex['noise_keys'], s.k), noise_std=noise_std)
+    x_adv = jnp.where(parts.per_example(active, ex['x']), stepped, s.x_adv)
     return _LoopState(s.k + 1, x_adv, rule_state, active, s.steps + active)
 
-  def cond(s):
-    return (s.k < steps) & s.active.any()
+  def run(sizes, ex, s):
+    """Loops at sizes[0] until the active examples fit sizes[1], then carries them on at that size."""
+    next_size = sizes[1] if len(sizes) > 1 else 0
+    objective = loss(logits_fn, ex['x'], ex['y'])
+    s = jax.lax.while_loop(lambda s: (s.k < steps) & (s.active.sum() > next_size),
+                           functools.partial(body, objective, ex), s)
+    if not next_size:
+      return s
+    front = jnp.argsort(~s.active, stable=True)[:next_size]   # the active examples, in order, then stopped ones
+    take = lambda v: v[front]
+    sub = run(sizes[1:], jax.tree.map(take, ex), jax.tree.map(take, s._replace(k=None))._replace(k=s.k))
+    put = lambda whole, part: whole.at[front].set(part)
+    return jax.tree.map(put, s._replace(k=None), sub._replace(k=None))._replace(k=sub.k)
 
-  final = jax.lax.while_loop(cond, body, _LoopState(jnp.int32(0), x_adv, rule_state, zeros == 0, zeros))
+  final = run(compaction_sizes(x.shape[0], compact_min_size), examples, start)
   return AttackOutput(jax.lax.stop_gradient(final.x_adv), final.steps)
 
 
@@ -139,13 +173,13 @@ def pgd_k_tau(logits_fn, x, y, key, *, eps, step_size, steps, tau, **kwargs):
 
   Args:
     tau: int scalar or (B,) array; may be traced, so a tau schedule does not recompile.
-    **kwargs: as in `early_stopped_pgd` (loss, init, clip_init, noise_std, budget).
+    **kwargs: as in `early_stopped_pgd` (loss, init, clip_init, noise_std, budget, compact_min_size).
   Returns:
     AttackOutput whose `steps` are the per-example gradient steps taken (summed over a batch: FAT's BP count).
   """
-  def tau_rule(k, counters, x_adv, logits, grad):
+  def tau_rule(k, counters, examples, x_adv, logits, grad):
     del k, x_adv, grad
-    misclassified = logits.argmax(-1) != y
+    misclassified = logits.argmax(-1) != examples['y']
     stop = misclassified & (counters == 0)
     return stop, counters - (misclassified & ~stop)
 
@@ -178,11 +212,11 @@ def pgd_fosc(logits_fn, x, y, key, *, eps, step_size, steps, threshold, referenc
     raise ValueError(f"reference must be 'clean' or 'start', got {reference!r}")
   origin = x if reference == 'clean' else _start(logits_fn, x, y, key, loss, eps, init, clip_init)[1]
 
-  def fosc_rule(k, rule_state, x_adv, logits, grad):
+  def fosc_rule(k, origin, examples, x_adv, logits, grad):
     del logits
-    return (k > 0) & (fosc(x_adv, origin, grad, eps) <= threshold), rule_state
+    return (k > 0) & (fosc(x_adv, origin, grad, examples['eps']) <= threshold), origin
 
   out = early_stopped_pgd(logits_fn, x, y, key, eps=eps, step_size=step_size, steps=steps, stop_rule=fosc_rule,
-                          init=init, clip_init=clip_init, loss=loss, **kwargs)
+                          rule_state=origin, init=init, clip_init=clip_init, loss=loss, **kwargs)
   _, grad = _loss_and_grad(logits_fn, loss(logits_fn, x, y), out.x_adv)
   return out._replace(fosc=fosc(out.x_adv, origin, grad, eps))

@@ -1,18 +1,21 @@
-"""On-device input pipeline: the dataset sits in device memory as uint8, and batches are gathered, converted to
-[0, 1] and augmented by jitted code, so training never waits on the host.
+"""Input pipeline: each process keeps its shard of a split in host memory, gathers its part of every global batch,
+and jitted code converts it to [0, 1] and augments it on the devices.
 
-Randomness is keyed by each example's dataset index, so a batch comes out the same however many devices share it.
+Process p of P holds the examples p, p + P, p + 2P, ... Training batches follow one global shuffle per epoch,
+restricted to each shard; each process contributes batch_size / P examples to every global batch. Randomness is keyed
+by each example's dataset index, so an example is augmented the same however many devices or processes share it.
 """
 import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 
 def epoch_order(key, epoch, num_examples):
   """The shuffled example order of one epoch, a pure function of (key, epoch) so resuming replays it."""
-  return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+  return np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), num_examples))
 
 
 def random_crop_and_flip(image, key, crop_padding, flip):
@@ -28,23 +31,59 @@ def random_crop_and_flip(image, key, crop_padding, flip):
   return image
 
 
-def make_batch_fn(mesh, batch_size, *, crop_padding=0, flip=False, axis='data'):
-  """Returns jitted `batch(images, labels, order, start, key) -> dict(image, label, index, mask)`, sharded over `axis`.
+class Loader:
+  """This process's shard of one split and the global batches made from it, sharded over the mesh's `axis`.
 
-  The batch holds the examples order[start:start + batch_size]; positions past the dataset's end (the padding of a
-  last partial evaluation batch) come back with mask False.
+  `batch(positions, key)` takes this process's `batch_size / process_count` shard positions (-1 for padding) and
+  returns the global batch dict(image float32 in [0, 1], label, index, mask), mask False on padding.
   """
-  augment = crop_padding or flip
 
-  @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, P(axis)))
-  def batch(images, labels, order, start, key):
-    indices = jax.lax.dynamic_slice(order, (start,), (batch_size,))
-    mask = indices < images.shape[0]
-    indices = jnp.minimum(indices, images.shape[0] - 1)
-    x = images[indices].astype(jnp.float32) / 255.0
-    if augment:
-      keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, indices)
-      x = jax.vmap(random_crop_and_flip, in_axes=(0, 0, None, None))(x, keys, crop_padding, flip)
-    return dict(image=x, label=labels[indices].astype(jnp.int32), index=indices, mask=mask)
+  def __init__(self, mesh, images, labels, batch_size, *, crop_padding=0, flip=False, axis='data',
+               process_index=None, process_count=None):
+    self.process_index = jax.process_index() if process_index is None else process_index
+    self.process_count = jax.process_count() if process_count is None else process_count
+    if batch_size % self.process_count:
+      raise ValueError(f'batch size {batch_size} is not divisible by the {self.process_count} processes')
+    self.num_examples = len(labels)
+    self.indices = np.arange(self.process_index, len(labels), self.process_count)   # dataset indices of this shard
+    self.images, self.labels = images[self.indices], np.asarray(labels, np.int32)[self.indices]
+    self.local_batch_size = batch_size // self.process_count
+    self._sharding = NamedSharding(mesh, P(axis))
+    self._prepare = jax.jit(functools.partial(_prepare, crop_padding=crop_padding, flip=flip),
+                            out_shardings=self._sharding)
 
-  return batch
+  def train_positions(self, key, epoch):
+    """The epoch's shuffled shard positions, whole local batches only, as many on every process."""
+    order = epoch_order(key, epoch, self.num_examples)
+    mine = order[order % self.process_count == self.process_index] // self.process_count
+    per_process = self.num_examples // self.process_count // self.local_batch_size * self.local_batch_size
+    return mine[:per_process]
+
+  def eval_positions(self):
+    """Every example of the shard once, in order, padded with -1 to as many whole batches as any process needs."""
+    largest_shard = -(-self.num_examples // self.process_count)
+    padded = -(-largest_shard // self.local_batch_size) * self.local_batch_size
+    return np.concatenate([np.arange(len(self.indices)), np.full(padded - len(self.indices), -1)])
+
+  def batches(self, positions, key):
+    """The global batches over `positions` (from `train_positions` or `eval_positions`), one at a time."""
+    for start in range(0, len(positions), self.local_batch_size):
+      yield self.batch(positions[start:start + self.local_batch_size], key)
+
+  def batch(self, positions, key):
+    mask = positions >= 0
+    rows = np.where(mask, positions, 0)
+    local = dict(image=self.images[rows], label=self.labels[rows], index=self.indices[rows].astype(np.int32),
+                 mask=mask)
+    return self._prepare(jax.tree.map(self._to_global, local), key)
+
+  def _to_global(self, local):
+    return jax.make_array_from_process_local_data(self._sharding, local)
+
+
+def _prepare(batch, key, *, crop_padding, flip):
+  x = batch['image'].astype(jnp.float32) / 255.0
+  if crop_padding or flip:
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, batch['index'])
+    x = jax.vmap(random_crop_and_flip, in_axes=(0, 0, None, None))(x, keys, crop_padding, flip)
+  return dict(batch, image=x, label=batch['label'].astype(jnp.int32))

@@ -14,17 +14,18 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from advjax.models.cnn import SmallCNN, TinyCNN
-from advjax.models.resnet import ResNet18
+from advjax.models.resnet import PreActResNet18, ResNet18
 from advjax.models.wide_resnet import WideResNet, blocks_per_stage
 
-__all__ = ['get_model', 'from_config', 'is_known', 'KNOWN_MODELS', 'TinyCNN', 'SmallCNN', 'ResNet18', 'WideResNet']
+__all__ = ['get_model', 'from_config', 'is_known', 'KNOWN_MODELS', 'TinyCNN', 'SmallCNN', 'ResNet18', 'PreActResNet18',
+           'WideResNet']
 
-_FIXED = {'tiny_cnn': TinyCNN, 'small_cnn': SmallCNN, 'resnet18': ResNet18}
+_FIXED = {'tiny_cnn': TinyCNN, 'small_cnn': SmallCNN, 'resnet18': ResNet18, 'preact_resnet18': PreActResNet18}
 _WRN_NAME = re.compile(r'wrn-(\d+)-(\d+)')
 _SMALL_CNN_NAME = re.compile(r'small_cnn-([1-9]\d*)')
 
 KNOWN_MODELS = (', '.join(_FIXED) + ', small_cnn-<width> (the paper\'s is 64), '
-                'wrn-<depth>-<width> (depth 6n+4 or 6n+2, e.g. wrn-34-10, wrn-28-10)')
+                'wrn-<depth>-<width> (depth 6n+4 or 6n+2, e.g. wrn-34-10, wrn-28-10, wrn-58-10, wrn-70-16)')
 
 
 def _parse_wrn(name: str) -> tuple[int, int] | None:
