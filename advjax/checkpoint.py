@@ -3,6 +3,7 @@ import os
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class Checkpointer:
@@ -11,7 +12,7 @@ class Checkpointer:
 
   def __init__(self, workdir, keep=3):
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, 'checkpoints')),
+        _absolute(workdir) / 'checkpoints',
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
   def latest_epoch(self):
@@ -35,3 +36,8 @@ class Checkpointer:
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _absolute(workdir):
+  """orbax wants an absolute path; a URL (gs://...) is one already."""
+  return epath.Path(workdir if '://' in str(workdir) else os.path.abspath(workdir))

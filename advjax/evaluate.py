@@ -148,7 +148,7 @@ def run(config):
   dataset = data.load(trained.data)
   model = models.from_config(trained.model, dataset.num_classes)   # eval mode only: no BatchNorm axis
   state = checkpoint.Checkpointer(config.checkpoint).restore_latest()
-  params = dict(params=state['params'], batch_stats=state['batch_stats'])
+  params = state['ema'] if config.weights == 'ema' else dict(params=state['params'], batch_stats=state['batch_stats'])
   logits_fn = lambda variables, x: model.apply(variables, x, train=False)
   eps = config.eps if config.eps > 0 else None
   protocol = config.protocol
@@ -162,7 +162,7 @@ def run(config):
   if jax.process_index() == 0:
     with open(out + '.md', 'w') as f:
       f.write(f'{config.protocol} protocol, eps {result["eps"]:.5f}, {result["examples"]} test examples of '
-              f'{dataset.name}, checkpoint {config.checkpoint}\n\n{table}\n')
+              f'{dataset.name}, checkpoint {config.checkpoint} ({config.weights} weights)\n\n{table}\n')
     with open(out + '.json', 'w') as f:
       json.dump(result, f, indent=1)
   metrics.log(f'{config.protocol} protocol, eps {result["eps"]:.5f}, {result["examples"]} examples:\n{table}')

@@ -1,9 +1,9 @@
 """Metrics: JSON lines in the workdir and a progress line with throughput and ETA, on process 0 only."""
 import json
-import os
 import time
 
 import jax
+from etils import epath
 
 
 def log(message):
@@ -12,24 +12,23 @@ def log(message):
 
 
 class JsonlWriter:
-  """Appends one JSON object per record to `workdir/metrics.jsonl`."""
+  """Keeps `workdir/metrics.jsonl`, one JSON object per record; the workdir may be a gs:// path (objects there
+  cannot be appended to, so the file is rewritten whole: a few kB per epoch)."""
 
   def __init__(self, workdir):
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = epath.Path(workdir) / 'metrics.jsonl'
+
+  def _lines(self):
+    return self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
 
   def drop_after(self, epoch):
     """Forgets records of epochs after `epoch`: a run killed before its checkpoint redoes those epochs."""
-    if jax.process_index() != 0 or not os.path.exists(self.path):
-      return
-    with open(self.path) as f:
-      kept = [line for line in f if json.loads(line)['epoch'] <= epoch]
-    with open(self.path, 'w') as f:
-      f.writelines(kept)
+    if jax.process_index() == 0 and self.path.exists():
+      self.path.write_text(''.join(line for line in self._lines() if json.loads(line)['epoch'] <= epoch))
 
   def write(self, record):
     if jax.process_index() == 0:
-      with open(self.path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+      self.path.write_text(''.join(self._lines()) + json.dumps(record) + '\n')
 
 
 class Progress:

@@ -3,11 +3,11 @@
 Epoch by epoch: adversarial training with the method's attack, evaluation of natural and PGD accuracy on the test
 split, a checkpoint, and one JSON line of metrics. Rerunning with the same workdir resumes after the last checkpoint.
 """
-import os
 import time
 
 import jax
 import numpy as np
+from etils import epath
 
 from advjax import checkpoint, data, metrics, models, objectives, schedules
 from advjax import step as step_lib
@@ -39,7 +39,7 @@ def evaluate_all(eval_step, loader, state, key):
 
 def train_epoch(train_step, loader, state, hparams, *, epoch, key, config, progress):
   """One pass over the shuffled training set; returns the state and the epoch's metric sums (on the host)."""
-  steps_per_epoch = len(loader.train_positions(key, epoch)) // loader.local_batch_size
+  steps_per_epoch = loader.batches_per_epoch
   sums = step_lib.zero_metrics(config)
   for i, batch in enumerate(loader.batches(loader.train_positions(key, epoch), jax.random.fold_in(key, epoch))):
     state, sums = train_step(state, batch, hparams, sums)
@@ -60,10 +60,9 @@ def train_epoch(train_step, loader, state, hparams, *, epoch, key, config, progr
 
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming from its last checkpoint; returns the final state and evaluation."""
-  os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json(indent=2))
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)   # a local path or gs://
+    (epath.Path(workdir) / 'config.json').write_text(config.to_json(indent=2))
 
   dataset = data.load(config.data)
   num_eval = len(dataset.test_labels) if config.eval.num_examples < 0 else config.eval.num_examples
@@ -72,14 +71,14 @@ def train_and_evaluate(config, workdir):
                                  crop_padding=config.data.crop_padding, flip=config.data.flip)
   test_loader = pipeline.Loader(mesh, dataset.test_images[:num_eval], dataset.test_labels[:num_eval],
                                 config.eval.batch_size)
-  steps_per_epoch = len(dataset.train_labels) // jax.process_count() // train_loader.local_batch_size
+  steps_per_epoch = train_loader.batches_per_epoch
   init_key, attack_key, data_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
 
   model = build_model(config, dataset.num_classes)
   tx = step_lib.make_optimizer(config, steps_per_epoch)
   state = step_lib.create_train_state(model, tx, dataset.train_images.shape[1:], init_key, mesh,
                                       ema=config.ema_decay > 0)
-  name, input_shape = dataset.name, dataset.train_images.shape[1:]
+  name = dataset.name
   del dataset   # each process keeps only its shards, in the loaders
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
   state = ckpt.restore(state)

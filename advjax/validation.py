@@ -118,6 +118,9 @@ def check_evaluation(config):
            f'batch_size must be a positive multiple of the device count ({devices}), got {config.batch_size}')
   with open(settings) as f:
     trained = ml_collections.ConfigDict(json.load(f))
+  _require(config.weights in ('raw', 'ema'), f"weights must be 'raw' or 'ema', got {config.weights!r}")
+  _require(config.weights == 'raw' or trained.get('ema_decay', 0) > 0,
+           "weights='ema' needs a run trained with ema_decay > 0")
   if config.data_dir:
     trained.data.data_dir = config.data_dir
   try:

@@ -27,7 +27,8 @@ def base_config():
 
   # Training attack: PGD-10 from clip01(x + U(-eps, eps)), step 0.007 (FAT's Table 1 setting).
   # Early-stopped attacks (FAT, DAT) compact the examples still attacking into batches of halving static size down
-  # to compact_min_size per device (0: one masked loop over the whole batch); results are the same either way.
+  # to compact_min_size per device (0: one masked loop over the whole batch); results are the same either way. Each
+  # size compiles the model once more; on XLA:CPU 4 was no faster than 16 (docs/benchmarks.md).
   c.attack = ml_collections.ConfigDict(dict(
       eps=0.031, step_size=0.007, steps=10, loss='ce', kappa=50.0, init='uniform', clip_init=True, noise_std=0.0,
       compact_min_size=16))

@@ -18,6 +18,7 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.checkpoint = ''          # a training workdir (holds config.json and checkpoints/)
   c.protocol = 'aa_standard'
+  c.weights = 'raw'          # or 'ema': the moving average of a run trained with ema_decay > 0
   c.eps = -1.0               # > 0 overrides the protocol's radius (e.g. 0.2 for the digits quick start)
   # protocol 'custom': a free-form list, e.g. 'fgsm,pgd-100,cw-30,apgd-ce,square' (needs eps > 0)
   c.attacks = ''

@@ -103,7 +103,7 @@ case $cmd in
     git -C "$repo" archive --format=tar.gz -o "$tmp/advjax.tar.gz" HEAD
     tpu scp "$tmp/advjax.tar.gz" "$TPU_NAME:advjax.tar.gz" --worker=all
     # On each worker: unpack over the previous copy (its .venv and relative workdirs stay), make the venv once,
-    # install advjax and jax[tpu].
+    # install advjax (with gcsfs for gs:// workdirs) and jax[tpu].
     on_all_workers "set -euo pipefail
       dir=$(printf '%q' "$remote_dir")
       python=$(printf '%q' "${ADVJAX_REMOTE_PYTHON:-}")
@@ -125,7 +125,7 @@ case $cmd in
       fi
       [[ -x \"\$dir/.venv/bin/python\" ]] || \"\$python\" -m venv \"\$dir/.venv\"
       \"\$dir/.venv/bin/pip\" install -q --upgrade pip
-      \"\$dir/.venv/bin/pip\" install -q -e \"\$dir\" 'jax[tpu]'
+      \"\$dir/.venv/bin/pip\" install -q -e \"\$dir[gcs]\" 'jax[tpu]'
       echo \"\$(hostname): advjax installed in \$dir, jax \$(\"\$dir/.venv/bin/python\" -c 'import jax; print(jax.__version__)')\""
     ;;
 

@@ -152,17 +152,20 @@ def test_fat_config_trains_on_a_cifar10_subset(tmp_path):
 
 
 def test_eval_command_on_a_trained_checkpoint(tmp_path):
-  train = advjax(f'--config={QUICKSTART}', f'--workdir={tmp_path}', '--config.num_epochs=1')
+  train = advjax(f'--config={QUICKSTART}', f'--workdir={tmp_path}', '--config.num_epochs=1',
+                 '--config.ema_decay=0.9')
   assert train.wait(timeout=300) == 0, train.stderr.read()
+  record = metrics_of(tmp_path)[-1]
+  assert 0 < record['ema_natural_acc'] <= 1 and 0 <= record['ema_pgd_acc'] <= 1
   run = advjax('--config=configs/eval.py', f'--config.checkpoint={tmp_path}', '--config.protocol=trades_rs',
-               '--config.eps=0.2', '--config.num_examples=60', '--config.batch_size=30')
+               '--config.eps=0.2', '--config.num_examples=60', '--config.batch_size=30', '--config.weights=ema')
   out, err = run.communicate(timeout=300)
   assert run.returncode == 0, err
   with open(tmp_path / 'eval_trades_rs.json') as f:
     result = json.load(f)
   assert [r['attack'] for r in result['rows']] == ['natural', 'FGSM', 'PGD-20', 'CW-30']
   assert result['examples'] == 60 and result['eps'] == 0.2
-  assert '| PGD-20 |' in out and (tmp_path / 'eval_trades_rs.md').exists()
+  assert '| PGD-20 |' in out and '(ema weights)' in (tmp_path / 'eval_trades_rs.md').read_text()
 
 
 @pytest.mark.parametrize('args, message', [

@@ -103,7 +103,7 @@ def compaction_sizes(batch_size, min_size):
 
 def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule, rule_state=None,
                       loss=losses.cross_entropy, init='uniform', clip_init=True, noise_std=0.0, budget=None,
-                      compact_min_size=16):
+                      compact_min_size=16, check_start=False):
   """PGD in which each example stops for good once `stop_rule` says so: the loop behind PGD-K-tau, FOSC stopping
   and per-example step budgets.
 
@@ -117,11 +117,15 @@ def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule,
   `compact_min_size` (0: never), each a `lax.while_loop`; when the active examples fit the next size they are
   gathered to the front and the next loop carries only them, so the work follows the examples still attacking.
   Results equal the uncompacted loop's (same points, same step counts) provided `logits_fn` treats examples
-  independently, as a model in eval mode does; each size compiles the model once more.
+  independently, as a model in eval mode does. Each size compiles the model once more, and a loss that needs the
+  clean prediction (TRADES' KL) recomputes it for the examples carried on.
 
   Args:
     budget: optional (B,) int array of per-example step budgets (<= steps); None means `steps` for all.
     compact_min_size: the smallest batch of the cascade; 0 or >= B/2 leaves the batch whole.
+    check_start: for a rule that decides at the start point from the logits alone (it is called with grad None
+      there): a forward pass applies it before the loop, so an example stopped at its start costs one forward
+      instead of a forward and backward and never enters the full-size loop. Results are unchanged.
     Others as in `pgd`.
   Returns:
     AttackOutput whose `steps` count each example's gradient steps, in the input order.
@@ -132,12 +136,18 @@ def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule,
   per_example = lambda v, dtype: zeros.astype(dtype) + jnp.asarray(v, dtype)
   examples = dict(x=x, y=y, eps=per_example(eps, x.dtype), step_size=per_example(step_size, x.dtype),
                   noise_keys=noise_keys, budget=per_example(steps if budget is None else budget, jnp.int32))
-  start = _LoopState(jnp.int32(0), parts.random_start(init_keys, x, eps, init, clip_init), rule_state,
-                     zeros == 0, zeros)
+  x_start = parts.random_start(init_keys, x, eps, init, clip_init)
+  start = _LoopState(jnp.int32(0), x_start, rule_state, zeros == 0, zeros)
+  if check_start:
+    stop, rule_state = stop_rule(0, rule_state, examples, x_start, logits_fn(x_start), None)
+    start = start._replace(rule_state=rule_state, active=~stop & (examples['budget'] > 0))
 
   def body(objective, ex, s):
     logits, grad = _loss_and_grad(logits_fn, objective, s.x_adv)
     stop, rule_state = stop_rule(s.k, s.rule_state, ex, s.x_adv, logits, grad)
+    if check_start:   # the rule has seen the start already
+      stop = stop & (s.k > 0)
+      rule_state = jax.tree.map(lambda new, old: jnp.where(s.k > 0, new, old), rule_state, s.rule_state)
     active = s.active & ~stop & (s.k < ex['budget'])
     stepped = parts.signed_step(s.x_adv, ex['x'], grad, eps=ex['eps'], step_size=ex['step_size'],
                                 noise_keys=parts.fold_in(ex['noise_keys'], s.k), noise_std=noise_std)
@@ -185,7 +195,7 @@ def pgd_k_tau(logits_fn, x, y, key, *, eps, step_size, steps, tau, **kwargs):
 
   counters = jnp.zeros_like(y, jnp.int32) + jnp.asarray(tau, jnp.int32)
   return early_stopped_pgd(logits_fn, x, y, key, eps=eps, step_size=step_size, steps=steps, stop_rule=tau_rule,
-                           rule_state=counters, **kwargs)
+                           rule_state=counters, check_start=True, **kwargs)
 
 
 def fosc(x_adv, reference, grad, eps):

@@ -52,12 +52,16 @@ class Loader:
     self._prepare = jax.jit(functools.partial(_prepare, crop_padding=crop_padding, flip=flip),
                             out_shardings=self._sharding)
 
+  @property
+  def batches_per_epoch(self):
+    """Whole training batches per epoch, as many on every process."""
+    return self.num_examples // self.process_count // self.local_batch_size
+
   def train_positions(self, key, epoch):
-    """The epoch's shuffled shard positions, whole local batches only, as many on every process."""
+    """The epoch's shuffled shard positions, whole local batches only."""
     order = epoch_order(key, epoch, self.num_examples)
     mine = order[order % self.process_count == self.process_index] // self.process_count
-    per_process = self.num_examples // self.process_count // self.local_batch_size * self.local_batch_size
-    return mine[:per_process]
+    return mine[:self.batches_per_epoch * self.local_batch_size]
 
   def eval_positions(self):
     """Every example of the shard once, in order, padded with -1 to as many whole batches as any process needs."""
