@@ -23,7 +23,7 @@ def build_model(config, num_classes):
 def evaluate(eval_step, loader, variables, key):
   """Natural and PGD accuracy over a test set on the devices, the last batch padded and masked."""
   sums = {}
-  for batch in loader.batches(loader.eval_positions(), key):   # fetched one by one: one multi-device program at a time
+  for batch in loader.batches(loader.eval_positions(), key):   # fetched one by one: one program in flight
     m = jax.device_get(eval_step(variables, batch))
     sums = {k: sums.get(k, 0) + v for k, v in m.items()}
   return dict(natural_acc=sums['natural_correct'] / sums['examples'], pgd_acc=sums['pgd_correct'] / sums['examples'])
