@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from advjax.models import layers
+from advjax.models.wide_resnet import PreActBlock
 
 
 class BasicBlock(nn.Module):
@@ -47,26 +48,6 @@ class ResNet18(layers.Classifier):
     x = layers.global_avg_pool(x)
     x = layers.dense(self.num_classes, dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)
-
-
-class PreActBlock(nn.Module):
-  """Pre-activation block (He et al., 2016): BN-ReLU, conv3(stride), BN-ReLU, conv3, plus the shortcut, which is a
-  1x1 conv of the pre-activated input when the shape changes (Wong et al.'s and Rice et al.'s `PreActBlock`)."""
-  features: int
-  strides: int
-  bn_axis_name: str | None
-  dtype: Any
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    bn = lambda name: layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype, name=name)
-    preact = nn.relu(bn('bn1')(x))
-    shortcut = x
-    if self.strides != 1 or x.shape[-1] != self.features:
-      shortcut = layers.conv(self.features, 1, self.strides, dtype=self.dtype, name='shortcut_conv')(preact)
-    out = layers.conv(self.features, strides=self.strides, dtype=self.dtype, name='conv1')(preact)
-    out = nn.relu(bn('bn2')(out))
-    return layers.conv(self.features, dtype=self.dtype, name='conv2')(out) + shortcut
 
 
 class PreActResNet18(layers.Classifier):

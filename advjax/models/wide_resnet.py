@@ -21,9 +21,10 @@ def blocks_per_stage(depth: int) -> int | None:
 
 
 class PreActBlock(nn.Module):
-  """BN-ReLU-conv3(stride)-BN-ReLU-conv3 plus a shortcut, as TRADES' `BasicBlock`.
+  """BN-ReLU-conv3(stride)-BN-ReLU-conv3 plus a shortcut (He et al., 2016), as TRADES' WRN `BasicBlock` and the
+  fast-AT papers' `PreActBlock`.
 
-  When the width changes, the 1x1 shortcut conv reads the pre-activated input
+  When the shape changes, the 1x1 shortcut conv reads the pre-activated input
   relu(bn1(x)); otherwise the shortcut is x itself. This asymmetry is the
   reference code's and is kept so that results are comparable.
   """
@@ -39,7 +40,7 @@ class PreActBlock(nn.Module):
     out = layers.conv(self.features, strides=self.strides, dtype=self.dtype, name='conv1')(preact)
     out = nn.relu(bn('bn2')(out))
     out = layers.conv(self.features, dtype=self.dtype, name='conv2')(out)
-    if x.shape[-1] != self.features:
+    if self.strides != 1 or x.shape[-1] != self.features:
       x = layers.conv(self.features, 1, self.strides, dtype=self.dtype, name='shortcut_conv')(preact)
     return out + x
 
