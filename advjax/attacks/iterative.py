@@ -133,9 +133,9 @@ def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule,
   keys = parts.example_keys(key, x.shape[0])
   init_keys, noise_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
   zeros = jnp.zeros_like(y, jnp.int32)   # per-example carries made from y: varying like it inside shard_map
-  per_example = lambda v, dtype: zeros.astype(dtype) + jnp.asarray(v, dtype)
-  examples = dict(x=x, y=y, eps=per_example(eps, x.dtype), step_size=per_example(step_size, x.dtype),
-                  noise_keys=noise_keys, budget=per_example(steps if budget is None else budget, jnp.int32))
+  broadcast = lambda v, dtype: zeros.astype(dtype) + jnp.asarray(v, dtype)   # a (B,) array from a scalar or (B,)
+  examples = dict(x=x, y=y, eps=broadcast(eps, x.dtype), step_size=broadcast(step_size, x.dtype),
+                  noise_keys=noise_keys, budget=broadcast(steps if budget is None else budget, jnp.int32))
   x_start = parts.random_start(init_keys, x, eps, init, clip_init)
   start = _LoopState(jnp.int32(0), x_start, rule_state, zeros == 0, zeros)
   if check_start:
