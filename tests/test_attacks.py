@@ -177,3 +177,27 @@ def test_compaction_returns_the_points_and_steps_of_the_masked_loop(attack):
     np.testing.assert_array_equal(compacted.fosc, masked.fosc)
   counts = np.bincount(np.asarray(masked.steps))
   assert (counts > 0).sum() >= 3 and counts[-1] < n / 2, 'examples should stop at several steps, most early'
+
+
+def test_per_example_strategies_equal_each_example_attacked_alone():
+  """LAS-AT's attack: per-example eps, step and budget give what each example gets run alone with its own."""
+  p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), mlp_params(5, scale=3.0))
+  logits_fn = lambda v: mlp_logits(p, v)
+  n = 12
+  x = jax.random.uniform(jax.random.key(7), (n, D))
+  y = jax.random.randint(jax.random.key(8), (n,), 0, C)
+  rng = np.random.RandomState(0)
+  eps, step = rng.uniform(3, 15, n).astype(np.float32) / 255, rng.uniform(1, 5, n).astype(np.float32) / 255
+  budget = rng.randint(0, 9, n)
+  keys = parts.example_keys(jax.random.key(9), n)
+  attack = jax.jit(lambda x, y, keys, eps, step, budget: attacks.per_example_pgd(
+      logits_fn, x, y, keys, eps=eps, step_size=step, budget=budget, steps=8, start_eps=8 / 255,
+      compact_min_size=2))
+  together = attack(x, y, keys, eps, step, budget)
+  np.testing.assert_array_equal(together.steps, budget)
+  for i in range(n):
+    alone = attack(x[i:i + 1], y[i:i + 1], keys[i:i + 1], eps[i:i + 1], step[i:i + 1], budget[i:i + 1])
+    np.testing.assert_allclose(together.x_adv[i], alone.x_adv[0], atol=1e-6)
+  gap = np.abs(np.asarray(together.x_adv - x)).max(axis=1)
+  assert (gap[budget > 0] <= eps[budget > 0] + 1e-6).all()           # projected onto each example's own ball
+  assert (budget == 0).any() and (0 < gap[budget == 0]).all() and (gap[budget == 0] <= 8 / 255 + 1e-6).all()  # starts

@@ -103,7 +103,7 @@ def compaction_sizes(batch_size, min_size):
 
 def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule, rule_state=None,
                       loss=losses.cross_entropy, init='uniform', clip_init=True, noise_std=0.0, budget=None,
-                      compact_min_size=16, check_start=False):
+                      compact_min_size=16, check_start=False, start_eps=None):
   """PGD in which each example stops for good once `stop_rule` says so: the loop behind PGD-K-tau, FOSC stopping
   and per-example step budgets.
 
@@ -123,6 +123,7 @@ def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule,
   Args:
     budget: optional (B,) int array of per-example step budgets (<= steps); None means `steps` for all.
     compact_min_size: the smallest batch of the cascade; 0 or >= B/2 leaves the batch whole.
+    start_eps: radius of the uniform start, if not `eps` (LAS-AT starts within 8/255 whatever eps it sampled).
     check_start: for a rule that decides at the start point from the logits alone (it is called with grad None
       there): a forward pass applies it before the loop, so an example stopped at its start costs one forward
       instead of a forward and backward and never enters the full-size loop. Results are unchanged.
@@ -136,7 +137,7 @@ def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule,
   broadcast = lambda v, dtype: zeros.astype(dtype) + jnp.asarray(v, dtype)   # a (B,) array from a scalar or (B,)
   examples = dict(x=x, y=y, eps=broadcast(eps, x.dtype), step_size=broadcast(step_size, x.dtype),
                   noise_keys=noise_keys, budget=broadcast(steps if budget is None else budget, jnp.int32))
-  x_start = parts.random_start(init_keys, x, eps, init, clip_init)
+  x_start = parts.random_start(init_keys, x, eps if start_eps is None else start_eps, init, clip_init)
   start = _LoopState(jnp.int32(0), x_start, rule_state, zeros == 0, zeros)
   if check_start:
     stop, rule_state = stop_rule(0, rule_state, examples, x_start, logits_fn(x_start), None)
@@ -170,6 +171,22 @@ def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule,
 
   final = run(compaction_sizes(x.shape[0], compact_min_size), examples, start)
   return AttackOutput(jax.lax.stop_gradient(final.x_adv), final.steps)
+
+
+def per_example_pgd(logits_fn, x, y, key, *, eps, step_size, budget, steps, **kwargs):
+  """PGD with one strategy per example, LAS-AT's attack (Jia et al., CVPR 2022): example i takes budget[i] signed
+  steps of size step_size[i] projected onto its own eps[i]-ball; `steps` (static) bounds the budgets.
+
+  Examples whose budget is spent stay where they are, as in the official code; with compaction the loop carries only
+  the examples still stepping. Pass `start_eps` for LAS-AT's start U(-8/255, 8/255) whatever eps was sampled.
+  **kwargs as in `early_stopped_pgd`.
+  """
+  def never(k, rule_state, examples, x_adv, logits, grad):
+    del k, examples, x_adv, grad
+    return jnp.zeros(logits.shape[:1], bool), rule_state
+
+  return early_stopped_pgd(logits_fn, x, y, key, eps=eps, step_size=step_size, steps=steps, stop_rule=never,
+                           budget=budget, **kwargs)
 
 
 def pgd_k_tau(logits_fn, x, y, key, *, eps, step_size, steps, tau, **kwargs):
