@@ -70,13 +70,7 @@ if ((processes == 0)); then
 fi
 
 port=$(coordinator_port "$python") || exit 2
-if [[ -n ${ADVJAX_LOG_DIR:-} ]]; then
-  log_dir=$ADVJAX_LOG_DIR
-  mkdir -p "$log_dir"
-else
-  log_dir=$(mktemp -d "${TMPDIR:-/tmp}/advjax_launch.XXXXXX")
-  trap 'rm -rf "$log_dir"' EXIT
-fi
+set_log_dir
 echo "launch: ${#gpus[@]} processes on GPUs ${gpus[*]}, coordinator localhost:$port" >&2
 
 start_process() {

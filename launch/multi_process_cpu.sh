@@ -59,6 +59,17 @@ coordinator_port() {
   fi
 }
 
+# Sets log_dir, where processes 1, 2, … log: $ADVJAX_LOG_DIR, else a temporary folder removed on exit.
+set_log_dir() {
+  if [[ -n ${ADVJAX_LOG_DIR:-} ]]; then
+    log_dir=$ADVJAX_LOG_DIR
+    mkdir -p "$log_dir"
+  else
+    log_dir=$(mktemp -d "${TMPDIR:-/tmp}/advjax_launch.XXXXXX")
+    trap 'rm -rf "$log_dir"' EXIT
+  fi
+}
+
 # run_processes NUM LOG_DIR
 # Runs `start_process I` (a function of the caller that sets up process I's environment and execs it) for
 # I = 0 … NUM-1 in the background: process 0 on this terminal, the others into LOG_DIR/process_I.log. Waits for all.
@@ -143,7 +154,7 @@ _multi_process_cpu_main() {
       return 2
     fi
   fi
-  local python port log_dir rc=0
+  local python port rc=0
   python=$(advjax_python) || return 2
   port=$(coordinator_port "$python") || return 2
 
@@ -157,14 +168,7 @@ _multi_process_cpu_main() {
     export XLA_FLAGS="${xla_flags[*]} --xla_force_host_platform_device_count=${devices}"
   fi
 
-  if [[ -n ${ADVJAX_LOG_DIR:-} ]]; then
-    log_dir=$ADVJAX_LOG_DIR
-    mkdir -p "$log_dir"
-  else
-    log_dir=$(mktemp -d "${TMPDIR:-/tmp}/advjax_launch.XXXXXX")
-    # shellcheck disable=SC2064  # expand now: log_dir is local
-    trap "rm -rf '$log_dir'" EXIT
-  fi
+  set_log_dir
 
   _args=("$@")
   _python=$python
