@@ -18,7 +18,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from advjax import attacks, checkpoint, data, metrics, models, step as step_lib
+from advjax import attacks, checkpoint, data, metrics, models
+from advjax import train_state as ts
 from advjax.attacks.auto_attack import standard_stages
 from advjax.data import pipeline
 
@@ -42,13 +43,19 @@ def protocol_attacks(name, eps=None):
     eps = eps or 8 / 255
     return eps, (('FGSM', functools.partial(attacks.fgsm, eps=eps)), ('PGD-20', _pgd(eps, eps / 10, 20, 'uniform')),
                  ('CW-30', _pgd(eps, eps / 10, 30, 'uniform', cw)))
+  if name == 'jia':        # the Jia et al. test scripts (LAS-AT, FGSM-SDI, FGSM-PGI): step 2/255, one start
+    eps = eps or 8 / 255
+    step = 2 / 255
+    return eps, (('FGSM', functools.partial(attacks.fgsm, eps=eps)),
+                 *((f'PGD-{k}', _pgd(eps, step, k, 'uniform')) for k in (10, 20, 50)),
+                 ('CW-20', _pgd(eps, step, 20, 'uniform', attacks.losses.margin(None))))
   if name == 'aa_standard':
     eps = eps or 8 / 255
     return eps, standard_stages(eps)
   raise ValueError(f'unknown protocol {name!r}; choose one of {", ".join(PROTOCOLS)} (custom: a list of attacks)')
 
 
-PROTOCOLS = ('dat', 'trades', 'trades_rs', 'mart', 'aa_standard', 'custom')
+PROTOCOLS = ('dat', 'trades', 'trades_rs', 'mart', 'jia', 'aa_standard', 'custom')
 
 
 def custom_attacks(spec, eps, step_size, random_start=True):
@@ -82,7 +89,7 @@ def _correct_fn(logits_fn, attack, mesh, key):
       x = attack(fn, x, y, keys).x_adv
     return fn(x).argmax(-1) == y
 
-  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(step_lib.AXIS)), out_specs=P(step_lib.AXIS)))
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(ts.AXIS)), out_specs=P(ts.AXIS)))
 
 
 def sanity_warnings(logits_fn, params, x, per_attack):
@@ -109,7 +116,7 @@ def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=N
   `protocol` is a name from PROTOCOLS or a sequence of (name, attack) pairs (e.g. `custom_attacks(...)`, with `eps`).
   Returns dict(eps, examples, rows=[dict(attack, accuracy, cumulative, seconds)], warnings).
   """
-  mesh = mesh or step_lib.make_mesh()
+  mesh = mesh or ts.make_mesh()
   key = jax.random.key(0) if key is None else key
   eps, stages = protocol_attacks(protocol, eps) if isinstance(protocol, str) else (eps, tuple(protocol))
   replicated = NamedSharding(mesh, P())
@@ -127,7 +134,7 @@ def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=N
     rows.append(dict(attack=name, accuracy=100 * per_attack[name].mean(), cumulative=100 * robust.mean(),
                      seconds=time.perf_counter() - started))
   sample = jnp.asarray(images[:min(len(labels), batch_size)], jnp.float32) / 255
-  return dict(eps=eps, examples=len(labels), rows=rows,
+  return dict(eps=eps, examples=len(labels), rows=rows, robust_indices=np.flatnonzero(robust).tolist(),
               warnings=sanity_warnings(logits_fn, params, sample, per_attack))
 
 

@@ -1,6 +1,6 @@
-"""Training methods: how each one attacks, what it minimises, and which attack settings change by epoch.
+"""The search-based training methods' parts: how each attacks, what it minimises, which settings change by epoch.
 
-A method is a small record of three builders, each taking the config:
+These methods (`methods.METHODS`) are three builders, each taking the config:
 - `attack(config) -> attack(logits_fn, x, y, key, hparams) -> AttackOutput` makes the training points (the model in
   eval mode);
 - `loss(config) -> loss(forward, model_state, x, x_adv, y) -> (loss, (adversarial logits, model_state))` is the
@@ -9,8 +9,6 @@ A method is a small record of three builders, each taking the config:
 - `hparams(config, epoch) -> dict` gives the epoch's scheduled attack settings (tau, FOSC threshold, K), passed
   into the jitted step as traced scalars so that a schedule never recompiles.
 """
-from typing import Callable, NamedTuple
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -20,16 +18,19 @@ from advjax import attacks, schedules
 from advjax.attacks import losses
 
 
-class Method(NamedTuple):
-  attack: Callable
-  loss: Callable
-  hparams: Callable
-
-
 # --- Outer losses ------------------------------------------------------------------------------------------------------
 
 def cross_entropy(logits, y):
   return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+
+
+def smoothed_cross_entropy(logits, y, confidence):
+  """CE against `confidence` on y and (1 - confidence) / (C - 1) on each other class (the Jia et al. repos' LS-CE;
+  confidence 1 is plain CE)."""
+  num_classes = logits.shape[-1]
+  targets = jax.nn.one_hot(y, num_classes) * (confidence - (1 - confidence) / (num_classes - 1))
+  targets = targets + (1 - confidence) / (num_classes - 1)
+  return optax.softmax_cross_entropy(logits, targets)
 
 
 def kl_divergence(target_logits, logits):
@@ -163,15 +164,3 @@ def fosc_hparams(config, epoch):
 
 def steps_hparams(config, epoch):
   return dict(steps=schedules.value_at(config.steps_schedule, epoch))
-
-
-METHODS = {
-    'madry': Method(pgd_attack, madry_loss, no_hparams),                  # PGD-AT (Madry et al., 2018)
-    'fat': Method(early_stopped_attack, madry_loss, tau_hparams),         # FAT (Zhang et al., 2020)
-    'trades': Method(pgd_attack, trades_loss, no_hparams),                # TRADES (Zhang et al., 2019)
-    'fat_trades': Method(early_stopped_attack, trades_loss, tau_hparams),
-    'mart': Method(pgd_attack, mart_loss, no_hparams),                    # MART (Wang et al., 2020)
-    'fat_mart': Method(early_stopped_attack, mart_loss, tau_hparams),
-    'dat': Method(fosc_attack, madry_loss, fosc_hparams),                 # DAT (Wang et al., 2019)
-    'cat': Method(curriculum_attack, madry_loss, steps_hparams),          # CAT (Cai et al., 2018)
-}

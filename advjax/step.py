@@ -4,123 +4,83 @@ Inside a step each device sees its shard of the global batch. Gradients and metr
 devices explicitly; BatchNorm statistics are averaged across devices by the model itself (`bn_axis_name`), so a run
 computes the same function whatever the number of devices, or per device with `bn_stats='per_device'`.
 """
-import functools
-from typing import Any
-
-import flax
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
-from advjax import attacks, objectives, schedules
+from advjax import attacks, awp, methods, schedules
+from advjax import train_state as ts
+from advjax.train_state import AXIS, example_keys
 from advjax.attacks import losses
-
-AXIS = 'data'
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  ema: Any = None   # dict(params, batch_stats): exponential moving averages of the weights, when kept
-
-  @property
-  def variables(self):
-    """What `model.apply` takes for the raw weights."""
-    return dict(params=self.params, batch_stats=self.batch_stats)
-
-
-def make_mesh(devices=None):
-  devices = jax.devices() if devices is None else devices
-  return jax.make_mesh((len(devices),), (AXIS,), devices=devices)
 
 
 def make_optimizer(config, steps_per_epoch):
-  """SGD with momentum and coupled weight decay (PyTorch's `SGD(weight_decay=...)`), LR piecewise by epoch."""
+  """SGD with momentum and coupled weight decay (PyTorch's `SGD(weight_decay=...)`), LR by epoch.
+
+  Methods that update the weights more than once per batch (Free-AT's replays) count their updates per epoch.
+  """
   o = config.optimizer
-  return optax.chain(
-      optax.add_decayed_weights(o.weight_decay),
-      optax.sgd(schedules.per_step(config.lr_schedule, steps_per_epoch), momentum=o.momentum, nesterov=o.nesterov))
-
-
-def create_train_state(model, tx, input_shape, key, mesh, ema=False):
-  """Initial state (float32 parameters and optimiser state whatever the compute dtype), replicated on the mesh."""
-  @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, P()))
-  def init():
-    variables = model.init(key, jnp.zeros((1, *input_shape)), train=False)
-    params = variables['params']
-    return TrainState(step=jnp.int32(0), params=params, batch_stats=variables['batch_stats'],
-                      opt_state=tx.init(params), ema=dict(variables) if ema else None)
-  return init()
-
-
-def update_ema(ema, variables, step, decay):
-  """One EMA step with TensorFlow's warm-up: the decay is min(decay, (1 + t) / (10 + t)) at step t."""
-  step = jnp.asarray(step, jnp.float32)
-  decay = jnp.minimum(decay, (1 + step) / (10 + step))
-  return optax.incremental_update(variables, ema, 1 - decay)
-
-
-def example_keys(key, step, indices):
-  """One key per example from (key, step, dataset index): noise that does not depend on the device split."""
-  step_key = jax.random.fold_in(key, step)
-  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, indices)
+  updates_per_epoch = steps_per_epoch * methods.METHODS[config.method].updates_per_batch(config)
+  lr = schedules.per_step(config.lr_schedule, updates_per_epoch, config.lr_interpolation)
+  return optax.chain(optax.add_decayed_weights(o.weight_decay),
+                     optax.sgd(lr, momentum=o.momentum, nesterov=o.nesterov))
 
 
 def zero_metrics(config):
   """The running metric sums a train step adds to, before the first step."""
-  names = ('loss', 'adv_correct', 'attack_steps', 'examples')
-  names += ('fosc',) if objectives.METHODS[config.method].hparams is objectives.fosc_hparams else ()
+  names = ('loss', 'adv_correct', 'attack_steps', 'examples') + methods.METHODS[config.method].extra_metrics
   return {name: jnp.zeros((), jnp.float32) for name in names}
 
 
-def make_train_step(model, tx, config, mesh, key):
-  """Jitted `train_step(state, batch, hparams, sums) -> (state, sums + this step's metric sums)`.
-
-  `hparams` holds the epoch's scheduled attack settings (`objectives.Method.hparams`); they are traced, so a
-  schedule never recompiles. Metrics are summed inside the step: no host sync per step, and no second multi-device
-  program in flight beside it (XLA:CPU can deadlock two programs' collectives on a small thread pool).
-  """
-  method = objectives.METHODS[config.method]
+def attack_then_loss_step(model, tx, config, key):
+  """The per-device step of the search-based methods: the method's attack on the model in eval mode, then one
+  optimiser step on its outer loss in training mode, at AWP-perturbed weights when `hparams['awp_gamma'] > 0`."""
+  method = methods.METHODS[config.method]
   attack, outer_loss = method.attack(config), method.loss(config)
-  per_device_bn = config.bn_stats == 'per_device'
 
-  def step(state, batch, hparams, sums):
+  def step(state, batch, hparams):
     x, y = batch['image'], batch['label']
     logits_fn = lambda v: model.apply(state.variables, v, train=False)
     adv = attack(logits_fn, x, y, example_keys(key, state.step, batch['index']), hparams)
 
     def loss_fn(params):
-      def forward(v, batch_stats):
-        logits, updates = model.apply(dict(params=params, batch_stats=batch_stats), v, train=True,
-                                      mutable=['batch_stats'])
-        return logits, updates['batch_stats']
+      forward = lambda v, batch_stats: ts.train_forward(model, params, batch_stats, v)
       return outer_loss(forward, state.batch_stats, x, adv.x_adv, y)
 
-    # Differentiate a device-varying copy of the parameters: the gradient stays per device (as under pmap) rather
-    # than being summed across devices implicitly, and the explicit pmean below averages it.
-    local_params = jax.lax.pcast(state.params, AXIS, to='varying')
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(local_params)
-    grads = jax.lax.pmean(grads, AXIS)
-    if per_device_bn:
-      batch_stats = jax.lax.pmean(batch_stats, AXIS)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                       batch_stats=batch_stats, opt_state=opt_state, ema=state.ema)
-    if state.ema is not None:
-      state = state.replace(ema=update_ema(state.ema, state.variables, state.step - 1, config.ema_decay))
+    perturbed = awp.perturb(loss_fn, state.params, hparams.get('awp_gamma', 0.0))
+    (loss, (logits, batch_stats)), grads = ts.local_value_and_grad(loss_fn, perturbed)
+    state = ts.apply_gradients(state, tx, grads, batch_stats, config=config, at_params=perturbed)
     metrics = dict(loss=loss * y.shape[0], adv_correct=(logits.argmax(-1) == y).sum(),
                    attack_steps=adv.steps.sum(), examples=y.shape[0])
     if adv.fosc is not None:
       metrics['fosc'] = adv.fosc.sum()
+    return state, metrics
+
+  return step
+
+
+def make_train_step(model, tx, config, mesh, key):
+  """Jitted `train_step(state, batch, hparams, sums) -> (state, sums + this step's metric sums)`.
+
+  The method's per-device step (`methods.Method.step`) runs under `shard_map`. `hparams` holds the epoch's
+  scheduled settings (`methods.Method.hparams`); they are traced, so a schedule never recompiles. Metrics are summed
+  inside the step: no host sync per step, and no second multi-device program in flight beside it (XLA:CPU can
+  deadlock two programs' collectives on a small thread pool).
+  """
+  per_device = (methods.METHODS[config.method].step or attack_then_loss_step)(model, tx, config, key)
+
+  def step(state, batch, hparams, sums):
+    state, metrics = per_device(state, batch, hparams)
     metrics = jax.lax.psum(jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), metrics), AXIS)
     return state, jax.tree.map(jnp.add, sums, metrics)
 
-  mapped = jax.shard_map(step, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()), out_specs=(P(), P()))
-  return jax.jit(mapped, donate_argnums=0)
+  def train_step(state, batch, hparams, sums):
+    state_specs = ts.specs(state)
+    return jax.shard_map(step, mesh=mesh, in_specs=(state_specs, P(AXIS), P(), P()),
+                         out_specs=(state_specs, P()))(state, batch, hparams, sums)
+
+  return jax.jit(train_step, donate_argnums=0)
 
 
 def make_eval_step(model, config, mesh, key):

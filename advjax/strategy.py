@@ -3,12 +3,19 @@ example and head, trained by REINFORCE on one scalar reward per batch (no baseli
 import jax
 import jax.numpy as jnp
 
+from advjax.attacks import parts
+
 
 def sample(head_logits, key):
-  """One action per example and head: {head: (B,) int32} from {head: (B, choices) logits}."""
-  keys = jax.random.split(key, len(head_logits))
-  return {name: jax.random.categorical(k, logits).astype(jnp.int32)
-          for k, (name, logits) in zip(keys, sorted(head_logits.items()))}
+  """One action per example and head: {head: (B,) int32} from {head: (B, choices) logits}.
+
+  `key` is one key, or one per example (e.g. folded with the dataset index) for draws that do not depend on how
+  the batch is split across devices.
+  """
+  names = sorted(head_logits)
+  keys = parts.example_keys(key, head_logits[names[0]].shape[0])
+  draw = lambda k, logits: jax.random.categorical(k, logits).astype(jnp.int32)
+  return {name: jax.vmap(draw)(parts.fold_in(keys, h), head_logits[name]) for h, name in enumerate(names)}
 
 
 def reinforce_loss(head_logits, actions, reward):

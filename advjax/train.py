@@ -9,15 +9,31 @@ import jax
 import numpy as np
 from etils import epath
 
-from advjax import checkpoint, data, metrics, models, objectives, schedules
+from advjax import checkpoint, data, methods, metrics, models, schedules
+from advjax import train_state as ts
 from advjax import step as step_lib
 from advjax.data import pipeline
 
 
 def build_model(config, num_classes):
   """The config's model, its BatchNorm averaged over the mesh axis unless `bn_stats='per_device'`."""
-  axis = step_lib.AXIS if config.bn_stats == 'global' else None
+  axis = ts.AXIS if config.bn_stats == 'global' else None
   return models.from_config(config.model, num_classes, bn_axis_name=axis)
+
+
+def create_state(config, model, tx, input_shape, num_train, key, mesh):
+  """The initial train state, with the method's own state and per-example memory where it has them."""
+  init = methods.METHODS[config.method].init
+  extras = init and init(config, model, input_shape, ts.memory_rows(num_train, mesh))
+  return ts.create_train_state(model, tx, input_shape, key, mesh, ema=config.ema_decay > 0, extras=extras)
+
+
+def eval_subset(num_test, num_examples, seed):
+  """The test examples evaluated every epoch: all, or a seeded random subset (not the first ones: a class-grouped
+  split such as the CIFAR-10 JPEG folders would give a few classes only)."""
+  if num_examples < 0 or num_examples >= num_test:
+    return np.arange(num_test)
+  return np.sort(np.random.RandomState(seed).choice(num_test, num_examples, replace=False))
 
 
 def evaluate(eval_step, loader, variables, key):
@@ -65,19 +81,19 @@ def train_and_evaluate(config, workdir):
     (epath.Path(workdir) / 'config.json').write_text(config.to_json(indent=2))
 
   dataset = data.load(config.data)
-  num_eval = len(dataset.test_labels) if config.eval.num_examples < 0 else config.eval.num_examples
-  mesh = step_lib.make_mesh()
+  eval_rows = eval_subset(len(dataset.test_labels), config.eval.num_examples, config.data.seed)
+  num_eval = len(eval_rows)
+  mesh = ts.make_mesh()
   train_loader = pipeline.Loader(mesh, dataset.train_images, dataset.train_labels, config.batch_size,
                                  crop_padding=config.data.crop_padding, flip=config.data.flip)
-  test_loader = pipeline.Loader(mesh, dataset.test_images[:num_eval], dataset.test_labels[:num_eval],
+  test_loader = pipeline.Loader(mesh, dataset.test_images[eval_rows], dataset.test_labels[eval_rows],
                                 config.eval.batch_size)
   steps_per_epoch = train_loader.batches_per_epoch
   init_key, attack_key, data_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
 
   model = build_model(config, dataset.num_classes)
   tx = step_lib.make_optimizer(config, steps_per_epoch)
-  state = step_lib.create_train_state(model, tx, dataset.train_images.shape[1:], init_key, mesh,
-                                      ema=config.ema_decay > 0)
+  state = create_state(config, model, tx, dataset.train_images.shape[1:], len(dataset.train_labels), init_key, mesh)
   name = dataset.name
   del dataset   # each process keeps only its shards, in the loaders
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
@@ -97,19 +113,19 @@ def train_and_evaluate(config, workdir):
               f'device(s) in {jax.process_count()} process(es), {steps_per_epoch} steps per epoch.')
   evaluation = None
   for epoch in range(first_epoch, config.num_epochs + 1):
-    hparams = objectives.METHODS[config.method].hparams(config, epoch)
+    hparams = methods.hparams(config, epoch)
     epoch_start = time.perf_counter()
     state, sums = train_epoch(train_step, train_loader, state, hparams, epoch=epoch, key=data_key, config=config,
                               progress=progress)
     train_time = time.perf_counter() - epoch_start
     evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
     record = dict(
-        epoch=epoch, step=epoch * steps_per_epoch, **hparams, lr=schedules.value_at(config.lr_schedule, epoch),
+        epoch=epoch, step=epoch * steps_per_epoch, **hparams,
+        lr=schedules.value_at(config.lr_schedule, epoch, config.lr_interpolation),
         train_loss=sums['loss'] / sums['examples'], train_adv_acc=sums['adv_correct'] / sums['examples'],
         bp_per_example=sums['attack_steps'] / sums['examples'], **evaluation,
         train_seconds=train_time, epoch_seconds=time.perf_counter() - epoch_start)
-    if 'fosc' in sums:
-      record['fosc_at_stop'] = sums['fosc'] / sums['examples']
+    record.update(_method_metrics(sums))
     writer.write({k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()})
     ckpt.save(epoch, state)   # after the metrics line: a run killed in between redoes the epoch, logs it once
     settings = ''.join(f'{name} {value:g}, ' for name, value in hparams.items())
@@ -125,6 +141,17 @@ def train_and_evaluate(config, workdir):
               + (f'; EMA weights {100 * evaluation["ema_natural_acc"]:.2f}% / {100 * evaluation["ema_pgd_acc"]:.2f}%.'
                  if 'ema_pgd_acc' in evaluation else '.'))
   return state, evaluation
+
+
+def _method_metrics(sums):
+  """Per-epoch means of what some methods report beyond the loss and the BP count."""
+  record = {}
+  if 'fosc' in sums:
+    record['fosc_at_stop'] = sums['fosc'] / sums['examples']
+  if 'sampled_eps' in sums:   # LAS-AT's policy
+    record['mean_sampled_eps'] = sums['sampled_eps'] / sums['examples']
+    record['policy_reward'] = sums['reward'] / max(sums['policy_updates'], 1)
+  return record
 
 
 def _accuracies(evaluation, pgd_steps):

@@ -5,7 +5,7 @@ import os
 import jax
 import ml_collections
 
-from advjax import data, evaluate, models, objectives
+from advjax import data, evaluate, methods, models, objectives
 
 ATTACK_INITS = ('uniform', 'gaussian', 'none')
 ATTACK_LOSSES = ('ce', 'kl', 'cw')
@@ -41,7 +41,7 @@ def _check_attack(name, a):
 
 def _check_method_settings(config):
   """The settings the chosen method reads, beyond those every method has."""
-  method = objectives.METHODS[config.method]
+  method = methods.METHODS[config.method]
   needs = lambda field: _require(field in config, f'method {config.method!r} needs config.{field}')
   if method.hparams is objectives.tau_hparams:
     needs('tau_schedule')
@@ -58,16 +58,63 @@ def _check_method_settings(config):
   if method.loss in (objectives.trades_loss, objectives.mart_loss):
     needs('beta')
     _require(config.beta >= 0, f'beta must be >= 0, got {config.beta}')
+  _check_fast_and_learned(config)
   _require(config.get('trades_forwards', 2) in (2, 3),
            f'trades_forwards must be 2 or 3, got {config.get("trades_forwards")}')
   _require(config.get('trades_order', 'natural_first') in ('natural_first', 'adversarial_first'),
            f"trades_order must be 'natural_first' or 'adversarial_first', got {config.get('trades_order')!r}")
 
 
+def _one_of(name, value, allowed):
+  _require(value in allowed, f'{name} must be one of {", ".join(map(str, allowed))}; got {value!r}')
+
+
+def _check_fast_and_learned(config):
+  """The settings of the single-step and learned-strategy methods (`single_step`, `las_at`) and of AWP."""
+  method = config.method
+  needs = lambda field: _require(field in config, f'method {method!r} needs config.{field}')
+  _require(0 < config.get('label_confidence', 1.0) <= 1,
+           f'label_confidence must be in (0, 1] (1: plain CE), got {config.get("label_confidence")}')
+  if 'awp' in config:
+    _require(config.awp.gamma >= 0, f'awp.gamma must be >= 0 (0: no AWP), got {config.awp.gamma}')
+    _require(config.awp.warmup_epochs >= 0, f'awp.warmup_epochs must be >= 0, got {config.awp.warmup_epochs}')
+    _require(config.awp.gamma == 0 or method not in ('fgsm_ga', 'free_at', 'fgsm_sdi', 'fgsm_pgi'),
+             f'awp.gamma > 0 applies to the search-based methods and LAS-AT, not {method!r}')
+  if method == 'fgsm_rs':
+    _require(config.attack.steps == 1, f'fgsm_rs takes one attack step (attack.steps=1), got {config.attack.steps}')
+  if method == 'fgsm_ga':
+    needs('grad_align')
+    _require(config.grad_align.weight >= 0, f'grad_align.weight must be >= 0, got {config.grad_align.weight}')
+  if method == 'free_at':
+    needs('free')
+    _require(config.free.replays >= 1, f'free.replays must be >= 1, got {config.free.replays}')
+  if method == 'fgsm_sdi':
+    needs('sdi')
+    _require(config.sdi.generator_every >= 1, f'sdi.generator_every must be >= 1, got {config.sdi.generator_every}')
+  if method == 'fgsm_pgi':
+    needs('pgi')
+    _one_of('pgi.prior', config.pgi.prior, ('bp', 'ep', 'mep'))
+    _one_of('pgi.momentum_input', config.pgi.momentum_input, ('sign', 'l1'))
+    _one_of('pgi.reg_reduction', config.pgi.reg_reduction, ('sum_classes', 'mean_classes'))
+    _require(config.pgi.reg_weight >= 0, f'pgi.reg_weight must be >= 0, got {config.pgi.reg_weight}')
+  if method.startswith('las_'):
+    needs('las')
+    l = config.las
+    _require(models.is_known(l.policy_model), f'unknown las.policy_model {l.policy_model!r}; choose one of '
+             f'{models.KNOWN_MODELS}')
+    heads = ('eps', 'step', 'steps') + (('beta',) if method == 'las_trades' else ())
+    for head in heads:
+      choices = l[f'{head}_choices']
+      _require(len(choices) > 0 and min(choices) > 0, f'las.{head}_choices must be non-empty and positive, got '
+               f'{tuple(choices)}')
+    _require(l.policy_every >= 1, f'las.policy_every must be >= 1, got {l.policy_every}')
+    _require(l.reward_restarts >= 1, f'las.reward_restarts must be >= 1, got {l.reward_restarts}')
+
+
 def check(config):
   """Raises ConfigError (a one-line message) for the first problem found in `config`."""
-  _require(config.method in objectives.METHODS,
-           f'unknown method {config.method!r}; choose one of {", ".join(objectives.METHODS)}')
+  _require(config.method in methods.METHODS,
+           f'unknown method {config.method!r}; choose one of {", ".join(methods.METHODS)}')
   _require(models.is_known(config.model.name),
            f'unknown model {config.model.name!r}; choose one of {models.KNOWN_MODELS}')
   _require(config.model.dtype in ('float32', 'bfloat16'),
@@ -85,6 +132,7 @@ def check(config):
   _require(0 <= config.ema_decay < 1, f'ema_decay must be in [0, 1) (0: no EMA), got {config.ema_decay}')
   _require(config.attack.noise_std >= 0, f'attack.noise_std must be >= 0, got {config.attack.noise_std}')
   _check_schedule('lr_schedule', config.lr_schedule, lowest=0)
+  _one_of('lr_interpolation', config.lr_interpolation, ('constant', 'linear'))
   _check_method_settings(config)
   devices = jax.device_count()
   for name, size in (('batch_size', config.batch_size), ('eval.batch_size', config.eval.batch_size)):

@@ -1,4 +1,6 @@
-r"""Side-by-side: Madry, FAT (tau 0, 1, 3), TRADES, FAT-TRADES, MART, FAT-MART and DAT under one protocol.
+r"""Side-by-side runs of the training methods under one protocol: two suites.
+
+Suite `fat` (default): Madry, FAT (tau 0, 1, 3), TRADES, FAT-TRADES, MART, FAT-MART and DAT.
 
 Fashion-MNIST (a seeded subset), the FAT paper's SmallCNN at 1/8 width (`small_cnn-8`: a 2-core CPU trains the
 full-width network at about 6 examples/s), eps 0.1, PGD-10 with step 0.025 for training, a few epochs. Every
@@ -10,6 +12,14 @@ uniform start) and CW-inf (PGD-30 on the margin loss, kappa 50, step eps/4).
 
 writes <out>.json (resumable: finished runs are kept), <out>_table.md and <out>_bp.png (BP per example per epoch),
 and prints the table; docs/results/side_by_side.md discusses the committed results.
+
+Suite `fast`: FGSM-RS, FGSM-SDI, FGSM-PGI (EP, MEP), LAS-AT, Madry and FAT on a CIFAR-10 subset (JPEG copy), the
+same SmallCNN at 1/8 width, eps 8/255, each method's own attack step, start, losses and schedule shape; shared data,
+model, optimiser (SGD 0.05, momentum 0.9, weight decay 5e-4, /10 for the last 2 epochs) and evaluation: the Jia et
+al. protocol (FGSM; PGD-10/20/50 and CW-20 on the plain margin, step 2/255, one random start) on the test subset, then
+standard AutoAttack on the points robust to all of those (AA: the worst case). Training time: the run's wall time.
+
+  ADVJAX_DATA_DIR=../shared/data python benchmarks/side_by_side.py --suite=fast --out=docs/results/fast_methods
 """
 import argparse
 import functools
@@ -25,6 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'configs'))
 
 from advjax import attacks, data, train, validation  # pylint: disable=g-import-not-at-top
+from advjax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
 import default  # pylint: disable=g-import-not-at-top
 
 RUNS = {   # label: (config file, top-level overrides)
@@ -38,6 +49,43 @@ RUNS = {   # label: (config file, top-level overrides)
     'FAT-MART': ('fat_mart', {}),
     'DAT': ('dat', {}),
 }
+
+
+FAST_RUNS = {   # label: (config file, variant, top-level overrides)
+    'FGSM-RS': ('fgsm_rs', None, {}),
+    'FGSM-SDI': ('fgsm_sdi', None, {}),
+    'FGSM-PGI (EP)': ('fgsm_pgi', 'ep', {}),
+    'FGSM-PGI (MEP)': ('fgsm_pgi', 'mep', {}),
+    'LAS-AT': ('las_at', None, {}),
+    'Madry (PGD-10)': ('madry', None, {}),
+    'FAT': ('fat', None, {}),
+}
+
+
+def fast_config(config_name, variant, overrides, args):
+  c = __import__(config_name).get_config(variant)
+  default.rescale_schedules(c, args.epochs, rescale_lr=False)
+  c.update(overrides)
+  c.seed = 0
+  c.batch_size = 128
+  c.data.update(source='image_folder', name='cifar10-jpg.tar.gz', data_dir=args.data_dir, num_train=args.num_train,
+                num_test=args.num_test, crop_padding=4, flip=True)
+  c.model.update(name=args.model, mean=(), std=())
+  eps = 8 / 255
+  if c.attack.step_size >= 0.5 * c.attack.eps:   # single-step methods keep their step relative to eps
+    c.attack.step_size *= eps / c.attack.eps
+  else:
+    c.attack.step_size = 2 / 255
+  c.attack.eps = eps
+  if 'las' in c:
+    c.las.policy_model = 'tiny_cnn'
+  c.optimizer.weight_decay = 5e-4
+  c.lr_schedule = ((1, args.lr), (args.epochs - 1, args.lr / 10))
+  c.lr_interpolation = 'constant'
+  c.eval.update(eps=eps, step_size=2 / 255, steps=10, init='uniform', clip_init=True, batch_size=250,
+                num_examples=min(args.num_test, 250))   # the per-epoch curve; the final protocol uses all
+  c.log_every_steps = 0
+  return c
 
 
 def experiment_config(config_name, overrides, args):
@@ -76,9 +124,30 @@ def evaluate(logits_fn, images, labels, eps, batch_size=200):
   return results
 
 
+def evaluate_fast(model, variables, dataset):
+  """Accuracy (%) under the Jia et al. protocol on the test subset, then AutoAttack on the points that survived it.
+
+  'AA' is the worst case over everything: AutoAttack (standard) runs only on the points robust to FGSM, PGD-10/20/50
+  and CW-20, which keeps its cost (it runs every stage on every point it is given) to a few dozen points.
+  """
+  logits_fn = lambda v, x: model.apply(v, x, train=False)
+  images, labels = dataset.test_images, dataset.test_labels
+  report = evaluation.evaluate(logits_fn, variables, images, labels, 'jia', eps=8 / 255, batch_size=250)
+  results = {row['attack']: row['accuracy'] for row in report['rows']}
+  survivors = report['robust_indices']
+  results['AA'] = 0.0
+  if len(survivors):
+    batch_size = -(-len(survivors) // 8) * 8
+    aa = evaluation.evaluate(logits_fn, variables, images[survivors], labels[survivors], 'aa_standard', eps=8 / 255,
+                             batch_size=batch_size)
+    results['AA'] = aa['rows'][-1]['cumulative'] * len(survivors) / len(labels)
+  return results
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--out', default=os.path.join(REPO, 'docs', 'results', 'side_by_side'))
+  parser.add_argument('--suite', choices=('fat', 'fast'), default='fat')
+  parser.add_argument('--out', default='', help='default docs/results/side_by_side or fast_methods')
   parser.add_argument('--workdir', default='/tmp/advjax_side_by_side')
   parser.add_argument('--data_dir', default=os.environ.get('ADVJAX_DATA_DIR', ''))
   parser.add_argument('--model', default='small_cnn-8')
@@ -89,30 +158,40 @@ def main():
   parser.add_argument('--lr', type=float, default=0.02)
   parser.add_argument('--only', nargs='*', help='labels of RUNS to run (default all)')
   args = parser.parse_args()
+  fast = args.suite == 'fast'
+  args.out = args.out or os.path.join(REPO, 'docs', 'results', 'fast_methods' if fast else 'side_by_side')
+  runs = FAST_RUNS if fast else {label: (name, None, overrides) for label, (name, overrides) in RUNS.items()}
 
   results = {}
   if os.path.exists(args.out + '.json'):   # resume: keep finished runs
     with open(args.out + '.json') as f:
       results = json.load(f)['runs']
-  for label, (config_name, overrides) in RUNS.items():
+  for label, (config_name, variant, overrides) in runs.items():
     if (args.only and label not in args.only) or label in results:
       continue
-    config = experiment_config(config_name, overrides, args)
+    config = (fast_config(config_name, variant, overrides, args) if fast else
+              experiment_config(config_name, overrides, args))
     validation.check(config)
-    workdir = os.path.join(args.workdir, label.replace(' ', '_').replace('=', ''))
+    workdir = os.path.join(args.workdir, args.suite, ''.join(ch if ch.isalnum() else '_' for ch in label))
     started = time.perf_counter()
     state, _ = train.train_and_evaluate(config, workdir)
     train_seconds = time.perf_counter() - started
     dataset = data.load(config.data)
     model = train.build_model(config, dataset.num_classes)
     variables = jax.device_get(dict(params=state.params, batch_stats=state.batch_stats))
-    logits_fn = functools.partial(lambda v, x: model.apply(v, x, train=False), variables)
-    images = jnp.asarray(dataset.test_images, jnp.float32) / 255
-    accuracy = evaluate(logits_fn, images, jnp.asarray(dataset.test_labels), args.eps)
+    if fast:
+      accuracy = evaluate_fast(model, variables, dataset)
+    else:
+      logits_fn = functools.partial(lambda v, x: model.apply(v, x, train=False), variables)
+      images = jnp.asarray(dataset.test_images, jnp.float32) / 255
+      accuracy = evaluate(logits_fn, images, jnp.asarray(dataset.test_labels), args.eps)
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-      bp = [json.loads(line)['bp_per_example'] for line in f]
+      epochs = [json.loads(line) for line in f]
+    bp = [e['bp_per_example'] for e in epochs]
     results[label] = dict(config=config_name, **accuracy, bp_per_epoch=bp, total_bp=sum(bp),
-                          train_seconds=train_seconds)
+                          train_seconds=train_seconds, epoch_train_seconds=[e['train_seconds'] for e in epochs],
+                          pgd10_per_epoch=[100 * e['pgd_acc'] for e in epochs],
+                          natural_per_epoch=[100 * e['natural_acc'] for e in epochs])
     print(label, json.dumps(results[label]), flush=True)
     with open(args.out + '.json', 'w') as f:
       json.dump(dict(settings=vars(args), runs=results), f, indent=1)
@@ -120,6 +199,8 @@ def main():
 
 
 def write_report(results, args):
+  if args.suite == 'fast':
+    return write_fast_report(results, args)
   columns = ['natural', 'FGSM', 'PGD-20', 'CW-30']
   lines = [f'| Method | {" | ".join(columns)} | BP/example, epoch 1 → {args.epochs} | total BP | time (s) |',
            '|---' * (len(columns) + 4) + '|']
@@ -141,6 +222,20 @@ def write_report(results, args):
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
   fig.savefig(args.out + '_bp.png', dpi=120)
+
+
+def write_fast_report(results, args):
+  columns = ['natural', 'FGSM', 'PGD-10', 'PGD-20', 'PGD-50', 'CW-20', 'AA']
+  lines = [f'| Method | {" | ".join(columns)} | PGD-10 per epoch (training eval) | BP/example/epoch | '
+           'train time (s) |', '|---' * (len(columns) + 4) + '|']
+  for label, r in results.items():
+    curve = ' → '.join(f'{v:.0f}' for v in r['pgd10_per_epoch'])
+    lines.append(f'| {label} | ' + ' | '.join(f'{r[c]:.1f}' for c in columns) +
+                 f' | {curve} | {r["total_bp"] / len(r["bp_per_epoch"]):.2f} | {r["train_seconds"]:.0f} |')
+  table = '\n'.join(lines)
+  print(table)
+  with open(args.out + '_table.md', 'w') as f:
+    f.write(table + '\n')
 
 
 if __name__ == '__main__':

@@ -76,8 +76,9 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-posit
 import jax.numpy as jnp  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from advjax import models, objectives  # noqa: E402
+from advjax import methods, models, objectives  # noqa: E402
 from advjax import step as step_lib  # noqa: E402
+from advjax import train_state as ts  # noqa: E402
 from advjax import train  # noqa: E402
 
 METHODS = ('madry', 'fat', 'trades')
@@ -150,7 +151,7 @@ def load_config(method, model_name, args):
 
 def random_batches(mesh, batch_size, key):
   """NUM_BATCHES batches of uniform images and random labels, sharded over the mesh's data axis."""
-  sharding = NamedSharding(mesh, P(step_lib.AXIS))
+  sharding = NamedSharding(mesh, P(ts.AXIS))
   batches = []
   for i in range(NUM_BATCHES):
     image_key, label_key = jax.random.split(jax.random.fold_in(key, i))
@@ -199,7 +200,7 @@ def step_flop_pieces(config, batch_size):
   def attack_step(variables, x, y):
     return jax.grad(lambda v: cross_entropy(forward(variables, v), y).sum())(x)
 
-  outer_loss = objectives.METHODS[config.method].loss(config)
+  outer_loss = methods.METHODS[config.method].loss(config)
 
   def outer(variables, x, y):
     def loss_fn(params):
@@ -273,10 +274,10 @@ def time_advjax(config, args, mesh):
   init_key, attack_key, data_key = jax.random.split(jax.random.key(0), 3)
   model = train.build_model(config, NUM_CLASSES)
   tx = step_lib.make_optimizer(config, steps_per_epoch=EPOCH_EXAMPLES // config.batch_size)
-  state = step_lib.create_train_state(model, tx, IMAGE_SHAPE, init_key, mesh)
+  state = ts.create_train_state(model, tx, IMAGE_SHAPE, init_key, mesh)
   train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
   batches = random_batches(mesh, config.batch_size, data_key)
-  hparams = objectives.METHODS[config.method].hparams(config, 1)
+  hparams = methods.hparams(config, 1)
   sums = step_lib.zero_metrics(config)
 
   start = time.perf_counter()
@@ -448,7 +449,7 @@ def parse_args():
 
 def main():
   args = parse_args()
-  mesh = step_lib.make_mesh()
+  mesh = ts.make_mesh()
   if args.batch % mesh.size:
     raise SystemExit(f'--batch {args.batch} must be a multiple of the device count {mesh.size}')
   peak, peak_note = peak_flops(args.dtype, args.peak_tflops)

@@ -18,6 +18,11 @@ def base_config():
   c.batch_size = 128
   c.bn_stats = 'global'   # BatchNorm over the global batch; 'per_device' as under pmap with per-replica BN
   c.ema_decay = 0.0       # > 0 (e.g. 0.999): also keep and evaluate an exponential moving average of the weights
+  # Label-smoothed CE of the Jia et al. methods (FGSM-SDI 0.5, FGSM-PGI 0.6, LAS-AT 0.7): this much on the label,
+  # the rest spread over the other classes; 1.0 is plain CE.
+  c.label_confidence = 1.0
+  # Adversarial weight perturbation (Wu et al., 2020) on top of any search-based method or LAS-AT; gamma 0: off.
+  c.awp = ml_collections.ConfigDict(dict(gamma=0.0, warmup_epochs=0))
 
   c.data = ml_collections.ConfigDict(dict(
       source='image_folder', name='cifar10-jpg.tar.gz', data_dir=os.environ.get('ADVJAX_DATA_DIR', ''),
@@ -36,6 +41,7 @@ def base_config():
   c.optimizer = ml_collections.ConfigDict(dict(momentum=0.9, weight_decay=2e-4, nesterov=False))
   # (first epoch, value), epochs from 1: the official scripts' `if epoch >= 60` with 1-based epochs.
   c.lr_schedule = ((1, 0.1), (60, 0.01), (90, 0.001), (110, 0.0005))
+  c.lr_interpolation = 'constant'   # or 'linear' between the points, per step (cyclic schedules)
 
   # Per-epoch evaluation, FAT's "dat" protocol: PGD-20, step eps/4, uniform start.
   c.eval = ml_collections.ConfigDict(dict(
@@ -47,18 +53,22 @@ def base_config():
   return c
 
 
-def rescale(schedule, from_epochs, to_epochs):
-  """Moves each schedule change to the same fraction of a run of `to_epochs` epochs."""
+def rescale(schedule, from_epochs, to_epochs, exact=False):
+  """Moves each schedule change to the same fraction of a run of `to_epochs` epochs (to a whole epoch unless
+  `exact`, as points of a linearly interpolated schedule may lie between epochs)."""
   moved = {}
   for start, value in schedule:
-    moved[1 + round((start - 1) * to_epochs / from_epochs)] = value   # a later change wins a collision
+    position = (start - 1) * to_epochs / from_epochs
+    moved[1 + (position if exact else round(position))] = value   # a later change wins a collision
   return tuple(sorted(moved.items()))
 
 
 def rescale_schedules(c, epochs, rescale_lr):
   for name in ('tau_schedule', 'steps_schedule') + (('lr_schedule',) if rescale_lr else ()):
     if name in c:
-      c[name] = rescale(c[name], c.num_epochs, epochs)
+      linear = name == 'lr_schedule' and c.lr_interpolation == 'linear'
+      c[name] = rescale(c[name], c.num_epochs, epochs, exact=linear)
+  c.awp.warmup_epochs = round(c.awp.warmup_epochs * epochs / c.num_epochs)
   if 'fosc' in c:
     c.fosc.decay_epochs = max(1, round(c.fosc.decay_epochs * epochs / c.num_epochs))
   c.num_epochs = epochs
@@ -69,9 +79,10 @@ def digits(c):
   c.seed = 0
   c.batch_size = 64
   c.data.update(source='digits', name='', crop_padding=0, flip=False)
-  c.model.name = 'tiny_cnn'
+  c.model.update(name='tiny_cnn', mean=(), std=())
   c.attack.update(eps=0.2, step_size=0.05)
   c.lr_schedule = ((1, 0.1), (13, 0.01))
+  c.lr_interpolation = 'constant'
   c.eval.update(batch_size=120, eps=0.2, step_size=0.05)
   c.log_every_steps = 0
 

@@ -39,6 +39,11 @@ def advjax(*args, cwd=REPO, **popen):
      "fosc.reference must be 'clean' or 'start', got 'origin'"),
     (['--config=configs/cat.py:digits', '--config.steps_schedule=((1, 0), (2, 12))'],
      'steps_schedule values must be <= 10, got 12'),
+    (['--config=configs/fgsm_pgi.py:digits', '--config.pgi.prior=last'],
+     "pgi.prior must be one of bp, ep, mep; got 'last'"),
+    (['--config=configs/las_at.py:digits', '--config.las.eps_choices=()'], 'las.eps_choices must be non-empty'),
+    (['--config=configs/fgsm_sdi.py:digits', '--config.label_confidence=1.5'], 'label_confidence must be in (0, 1]'),
+    (['--config=configs/fgsm_rs.py:digits', '--config.attack.steps=3'], 'fgsm_rs takes one attack step'),
 ])
 def test_invalid_config_exits_2_with_one_line(args, message, tmp_path):
   started = time.perf_counter()
@@ -130,7 +135,8 @@ needs_data = pytest.mark.skipif(not os.environ.get('ADVJAX_DATA_DIR'),
 
 
 @needs_data
-@pytest.mark.parametrize('name', ['fat', 'madry'])
+@pytest.mark.parametrize('name', ['fat', 'madry', 'fgsm_rs', 'fgsm_ga', 'free_at', 'fgsm_sdi', 'fgsm_pgi',
+                                  'las_at', 'las_trades', 'las_awp', 'awp'])
 def test_paper_configs_pass_validation(name):
   from advjax import validation
   from helpers import load_config

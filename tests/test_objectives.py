@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import attacks, objectives
+from advjax import attacks, methods, objectives
 from helpers import C, D, load_config, mlp_logits, mlp_params, numpy_ce_gradient
 
 B = 6
@@ -69,7 +69,7 @@ def test_losses_match_numpy_values_and_gradients(name, reference):
   with jax.enable_x64(True):
     for seed in range(3):
       nat, adv, y = logits_case(seed)
-      loss_fn = objectives.METHODS[name].loss(config)
+      loss_fn = methods.METHODS[name].loss(config)
       value = lambda n, a: loss_fn(counting_forward, 0, n, a, jnp.asarray(y))[0]
       np.testing.assert_allclose(value(nat, adv), reference(nat, adv, y, 3.0), rtol=1e-10)
       # Every term is differentiated (nothing detached), as in the official code.
@@ -155,7 +155,7 @@ def test_fosc_reference_point_option():
 def test_curriculum_attack_follows_the_step_schedule():
   config = load_config('cat', 'digits')
   assert [objectives.steps_hparams(config, e)['steps'] for e in (1, 2, 3, 15)] == [0, 1, 2, 10]
-  attack = objectives.METHODS['cat'].attack(config)
+  attack = methods.METHODS['cat'].attack(config)
   p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), mlp_params(3))
   x = jax.random.uniform(jax.random.key(0), (B, D))
   y = jnp.zeros(B, jnp.int32)

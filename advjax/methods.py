@@ -1,0 +1,65 @@
+"""Every training method by name: what `config.method` picks.
+
+A method is either search-based, an attack and an outer loss that `step.attack_then_loss_step` composes (Madry,
+TRADES, MART, FAT and its variants, DAT, CAT, FGSM-RS), or brings a per-device step of its own (`single_step`,
+`las_at`). Methods with learned or remembered state (a generator, a policy, per-example perturbations) also
+initialise it; it lives in the train state, is checkpointed with it, and is updated inside the jitted step.
+"""
+from typing import Callable, NamedTuple, Optional
+
+from advjax import las_at, objectives, single_step
+
+
+def one_update(config):
+  del config
+  return 1
+
+
+class Method(NamedTuple):
+  hparams: Callable                   # (config, epoch) -> the epoch's scheduled settings, traced in the step
+  attack: Optional[Callable] = None   # search-based: see `objectives`
+  loss: Optional[Callable] = None
+  step: Optional[Callable] = None     # (model, tx, config, key) -> per-device step(state, batch, hparams)
+  init: Optional[Callable] = None     # (config, model, input_shape, memory_rows) -> key -> (method state, memory)
+  extra_metrics: tuple = ()           # metric sums beyond loss, adv_correct, attack_steps, examples
+  updates_per_batch: Callable = one_update   # optimiser updates per batch (Free-AT's replays)
+
+
+def _search(attack, loss, hparams=objectives.no_hparams, **kwargs):
+  return Method(hparams, attack=attack, loss=loss, **kwargs)
+
+
+def _las():
+  return Method(las_at.las_hparams, step=las_at.las_step, init=las_at.las_init,
+                extra_metrics=('sampled_eps', 'reward', 'policy_updates'))
+
+
+METHODS = {
+    'madry': _search(objectives.pgd_attack, objectives.madry_loss),              # PGD-AT (Madry et al., 2018)
+    'fat': _search(objectives.early_stopped_attack, objectives.madry_loss, objectives.tau_hparams),   # FAT (2020)
+    'trades': _search(objectives.pgd_attack, objectives.trades_loss),            # TRADES (Zhang et al., 2019)
+    'fat_trades': _search(objectives.early_stopped_attack, objectives.trades_loss, objectives.tau_hparams),
+    'mart': _search(objectives.pgd_attack, objectives.mart_loss),                # MART (Wang et al., 2020)
+    'fat_mart': _search(objectives.early_stopped_attack, objectives.mart_loss, objectives.tau_hparams),
+    'dat': _search(objectives.fosc_attack, objectives.madry_loss, objectives.fosc_hparams,   # DAT (Wang et al., 2019)
+                   extra_metrics=('fosc',)),
+    'cat': _search(objectives.curriculum_attack, objectives.madry_loss, objectives.steps_hparams),   # CAT (2018)
+    'fgsm_rs': _search(objectives.pgd_attack, objectives.madry_loss),            # FGSM-RS (Wong et al., 2020)
+    'fgsm_ga': Method(objectives.no_hparams, step=single_step.grad_align_step),   # GradAlign (2020)
+    'free_at': Method(objectives.no_hparams, step=single_step.free_step, init=single_step.free_init,   # Free-AT
+                      updates_per_batch=single_step.free_updates_per_batch),
+    'fgsm_sdi': Method(objectives.no_hparams, step=single_step.sdi_step, init=single_step.sdi_init),  # TIP 2022
+    'fgsm_pgi': Method(objectives.no_hparams, step=single_step.pgi_step, init=single_step.pgi_init),  # ECCV 2022
+    'las_at': _las(),            # LAS-AT (Jia et al., CVPR 2022): LS-CE target loss
+    'las_trades': _las(),    # LAS-TRADES: TRADES with a per-example beta
+    'las_awp': _las(),          # LAS-AWP: CE under adversarial weight perturbation
+}
+
+
+def hparams(config, epoch):
+  """The epoch's traced settings: the method's schedule, and AWP's gamma (zero during its warm-up)."""
+  settings = METHODS[config.method].hparams(config, epoch)
+  if config.get('awp') and config.awp.gamma > 0:
+    settings['awp_gamma'] = config.awp.gamma if epoch > config.awp.warmup_epochs else 0.0
+  return settings
+

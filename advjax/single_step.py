@@ -1,0 +1,266 @@
+"""Fast adversarial training: one gradient step per example for the attack, with a start that is random, learned
+or carried over. FGSM-RS is `objectives.pgd_attack` with one step; the others need their own per-device step:
+
+- FGSM-GA (Andriushchenko & Flammarion, NeurIPS 2020): FGSM plus the GradAlign regulariser.
+- Free-AT (Shafahi et al., NeurIPS 2019): each batch replayed m times, the perturbation carried across batches.
+- FGSM-SDI (Jia et al., TIP 2022): the start proposed by a generator trained to maximise the loss.
+- FGSM-PGI (Jia et al., ECCV 2022): the start taken from the previous batch (BP), the example's previous epoch (EP)
+  or its momentum over epochs (MEP), with a regulariser tying the two forwards' logits.
+
+Each `*_step(model, tx, config, key)` returns `step(state, batch, hparams) -> (state, metric sums)` for one device
+(see `step.make_train_step`); methods with state also have `*_init(config, model, input_shape, num_rows)`.
+All run the target in training mode throughout, as their official code does, so every forward updates BatchNorm.
+"""
+import jax
+import jax.numpy as jnp
+import optax
+
+from advjax import memory, objectives
+from advjax import train_state as ts
+from advjax.attacks import parts
+from advjax.models import generator as generator_lib
+
+
+def project(delta, x, eps):
+  """delta clipped to [-eps, eps], then so that x + delta stays in [0, 1]."""
+  return jnp.clip(x + jnp.clip(delta, -eps, eps), 0.0, 1.0) - x
+
+
+def input_gradient(model, params, batch_stats, x, y, confidence=1.0):
+  """d mean-LS-CE(f(x), y) / dx with the model in training mode, and the updated BatchNorm statistics."""
+  def loss(v):
+    logits, new_stats = ts.train_forward(model, params, batch_stats, v)
+    return objectives.smoothed_cross_entropy(logits, y, confidence).mean(), new_stats
+  (_, new_stats), grad = jax.value_and_grad(loss, has_aux=True)(x)
+  return grad, new_stats
+
+
+def _metrics(loss, logits, y, bp_per_example):
+  return dict(loss=loss * y.shape[0], adv_correct=(logits.argmax(-1) == y).sum(),
+              attack_steps=bp_per_example * y.shape[0], examples=y.shape[0])
+
+
+# --- FGSM-GA -----------------------------------------------------------------------------------------------------------
+
+def grad_align_step(model, tx, config, key):
+  """FGSM (from `attack.init`, step `attack.step_size` clipped to eps) and CE + lambda (1 - mean cos(g(x_start),
+  g(x + eta))), eta ~ U(-eps, eps) unclipped, the second gradient differentiated (double backprop), the first not.
+
+  As `train.py` of the official code: the cosine is averaged over the examples whose two gradients are non-zero.
+  """
+  a, weight = config.attack, config.grad_align.weight
+
+  def step(state, batch, hparams):
+    del hparams
+    x, y = batch['image'], batch['label']
+    keys = ts.example_keys(key, state.step, batch['index'])
+    start = parts.random_start(jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys), x, a.eps, a.init)
+    grad_start, batch_stats = input_gradient(model, state.params, state.batch_stats, start, y)
+    x_adv = x + project(start - x + a.step_size * jnp.sign(grad_start), x, a.eps)
+    eta = parts.uniform_noise(jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys), x, -a.eps, a.eps)
+
+    def loss_fn(params):
+      logits, stats = ts.train_forward(model, params, batch_stats, x_adv)
+      ce = objectives.cross_entropy(logits, y).mean()
+      grad_noisy, stats = input_gradient(model, params, stats, x + eta, y)
+      flat = lambda g: g.reshape(g.shape[0], -1)
+      nonzero = (jnp.linalg.norm(flat(grad_start), axis=1) > 0) & (jnp.linalg.norm(flat(grad_noisy), axis=1) > 0)
+      cos = optax.cosine_similarity(flat(grad_start), flat(grad_noisy), epsilon=1e-12)
+      # The global mean over non-zero examples, written so that pmean of the local gradients is its gradient.
+      count = jnp.maximum(jax.lax.psum(nonzero.sum(), ts.AXIS), 1)
+      devices = jax.lax.psum(1, ts.AXIS)
+      align = weight * (1.0 / devices - jnp.where(nonzero, cos, 0).sum() / count) * devices
+      return ce + align, (logits, stats)
+
+    (loss, (logits, batch_stats)), grads = ts.local_value_and_grad(loss_fn, state.params)
+    state = ts.apply_gradients(state, tx, grads, batch_stats, config=config)
+    return state, _metrics(loss, logits, y, 2)   # BP: the FGSM gradient and the regulariser's input gradient
+
+  return step
+
+
+# --- Free-AT -----------------------------------------------------------------------------------------------------------
+
+def free_init(config, model, input_shape, num_rows):
+  """The perturbation carried across batches: one slot per example of the global batch, zeros at first."""
+  del model, num_rows
+  return lambda key: (None, dict(delta=jnp.zeros((config.batch_size, *input_shape), jnp.float32)))
+
+
+def free_step(model, tx, config, key):
+  """m replays of the batch; each is one forward-backward giving both the weight gradient (applied at once) and the
+  perturbation's, delta <- clip(delta + step sign g, -eps, eps) (the official TF code; inputs clipped to [0, 1])."""
+  del key
+  a, replays = config.attack, config.free.replays
+
+  def step(state, batch, hparams):
+    del hparams
+    x, y = batch['image'], batch['label']
+
+    def replay(_, carry):
+      state, delta, _, _ = carry
+
+      def loss_fn(params, delta):
+        logits, stats = ts.train_forward(model, params, state.batch_stats, jnp.clip(x + delta, 0.0, 1.0))
+        return objectives.cross_entropy(logits, y).mean(), (logits, stats)
+
+      params = jax.lax.pcast(state.params, ts.AXIS, to='varying')
+      (loss, (logits, stats)), (grads, grad_delta) = jax.value_and_grad(
+          loss_fn, argnums=(0, 1), has_aux=True)(params, delta)
+      state = ts.apply_gradients(state, tx, grads, stats, config=config)
+      delta = jnp.clip(delta + a.step_size * jnp.sign(grad_delta), -a.eps, a.eps)
+      return state, delta, loss, (logits.argmax(-1) == y).sum()
+
+    zero = lambda dtype: jax.lax.pcast(jnp.zeros((), dtype), ts.AXIS, to='varying')   # per device, as the loop's
+    state, delta, loss, correct = jax.lax.fori_loop(
+        0, replays, replay, (state, state.memory['delta'], zero(jnp.float32), zero(jnp.int32)))
+    metrics = dict(loss=loss * y.shape[0], adv_correct=correct, attack_steps=replays * y.shape[0],
+                   examples=y.shape[0])
+    return state.replace(memory=dict(delta=delta)), metrics   # metrics of the last replay; BP: m per example
+
+  return step
+
+
+def free_updates_per_batch(config):
+  return config.free.replays
+
+
+# --- FGSM-SDI ----------------------------------------------------------------------------------------------------------
+
+def _generator(config):
+  axis = ts.AXIS if config.bn_stats == 'global' else None
+  return generator_lib.SDIGenerator(eps=config.attack.eps, bn_axis_name=axis)
+
+
+def _generator_optimizer(config):
+  """Adam with PyTorch's coupled weight decay; its scheduler steps only at generator updates, so the LR is fixed."""
+  s = config.sdi
+  return optax.chain(optax.add_decayed_weights(s.weight_decay), optax.adam(s.learning_rate))
+
+
+def sdi_init(config, model, input_shape, num_rows):
+  del model, num_rows
+  generator, tx = _generator(config), _generator_optimizer(config)
+
+  def init(key):
+    image = jnp.zeros((1, *input_shape))
+    variables = generator.init(key, image, image, train=False)
+    return dict(params=variables['params'], batch_stats=variables['batch_stats'],
+                opt_state=tx.init(variables['params'])), None
+
+  return init
+
+
+def sdi_step(model, tx, config, key):
+  """Jia et al.'s iteration: clean input gradient g0; every `sdi.generator_every` steps one generator update on
+  -LS-CE at the final example; then delta_init = G([x, sign g0]), one FGSM step from x + delta_init (unclipped) and
+  the SGD step on LS-CE(f(x + delta)), x + delta left unclipped as in the official code."""
+  del key
+  a, s, confidence = config.attack, config.sdi, config.label_confidence
+  generator, generator_tx = _generator(config), _generator_optimizer(config)
+
+  def final_perturbation(params, batch_stats, x, y, delta_init):
+    grad, batch_stats = input_gradient(model, params, batch_stats, x + jax.lax.stop_gradient(delta_init), y)
+    step = jnp.clip(a.step_size * jnp.sign(grad), -a.eps, a.eps)
+    return jnp.clip(delta_init + step, -a.eps, a.eps), batch_stats
+
+  def update_generator(gen, params, batch_stats, x, y, grad_sign):
+    def loss_fn(gen_params):
+      delta_init, updates = generator.apply(dict(params=gen_params, batch_stats=gen['batch_stats']), x, grad_sign,
+                                            train=True, mutable=['batch_stats'])
+      delta, stats = final_perturbation(params, batch_stats, x, y, delta_init)
+      logits, stats = ts.train_forward(model, params, stats, x + delta)
+      return -objectives.smoothed_cross_entropy(logits, y, confidence).mean(), (updates['batch_stats'], stats)
+    (_, (gen_stats, batch_stats)), grads = ts.local_value_and_grad(loss_fn, gen['params'])
+    updates, opt_state = generator_tx.update(jax.lax.pmean(grads, ts.AXIS), gen['opt_state'], gen['params'])
+    return dict(params=optax.apply_updates(gen['params'], updates), batch_stats=gen_stats,
+                opt_state=opt_state), batch_stats
+
+  def step(state, batch, hparams):
+    del hparams
+    x, y = batch['image'], batch['label']
+    grad, batch_stats = input_gradient(model, state.params, state.batch_stats, x, y)
+    grad_sign = jnp.sign(grad)
+    gen, batch_stats = jax.lax.cond(
+        state.step % s.generator_every == 0, update_generator, lambda gen, params, stats, *_: (gen, stats),
+        state.method, state.params, batch_stats, x, y, grad_sign)
+    delta_init = generator.apply(dict(params=gen['params'], batch_stats=gen['batch_stats']), x, grad_sign,
+                                 train=False)
+    delta, batch_stats = final_perturbation(state.params, batch_stats, x, y, delta_init)
+
+    def loss_fn(params):
+      logits, stats = ts.train_forward(model, params, batch_stats, x + delta)
+      return objectives.smoothed_cross_entropy(logits, y, confidence).mean(), (logits, stats)
+
+    (loss, (logits, batch_stats)), grads = ts.local_value_and_grad(loss_fn, state.params)
+    state = ts.apply_gradients(state.replace(method=gen), tx, grads, batch_stats, config=config)
+    return state, _metrics(loss, logits, y, 2)   # BP: clean gradient and FGSM gradient (+2 every generator update)
+
+  return step
+
+
+# --- FGSM-PGI ----------------------------------------------------------------------------------------------------------
+
+def pgi_init(config, model, input_shape, num_rows):
+  """EP and MEP: one perturbation (and MEP's momentum) per training example, U(-eps, eps) at first; BP: one per
+  slot of the global batch, the previous batch's."""
+  del model
+  rows = config.batch_size if config.pgi.prior == 'bp' else num_rows
+
+  def init(key):
+    delta = jax.random.uniform(key, (rows, *input_shape), minval=-config.attack.eps, maxval=config.attack.eps)
+    state = dict(delta=delta)
+    if config.pgi.prior == 'mep':
+      state['momentum'] = jnp.zeros_like(delta)
+    return None, state
+
+  return init
+
+
+def pgi_step(model, tx, config, key):
+  """FGSM from the prior delta_0: delta = P(delta_0 + alpha sign g), g = grad LS-CE(f(x + delta_0)), and
+  L = LS-CE(f(x + delta)) + lambda * reg(f(x + delta) - f(x + delta_0)), both forwards in training mode and both
+  differentiated (z_0 not detached). The memory then keeps delta (BP, EP) or, for MEP,
+  m <- mu m + sign(g) and eta <- P(delta_0 + alpha sign m).
+
+  Paper by default; the official `FGSM_MEP.py` behaviour by option: `pgi.momentum_input='l1'` accumulates
+  g / ||g||_1 (one L1 norm over the whole batch) instead of sign(g), and `pgi.reg_reduction='mean_classes'` averages
+  the squared logit difference over classes too (MSE) rather than summing it (the paper's squared L2 norm).
+  """
+  del key
+  a, p, confidence = config.attack, config.pgi, config.label_confidence
+  by_index = p.prior != 'bp'
+
+  def step(state, batch, hparams):
+    del hparams
+    x, y, index = batch['image'], batch['label'], batch['index']
+    delta0 = memory.read(state.memory['delta'], index) if by_index else state.memory['delta']
+
+    def loss_fn(params):
+      forward = lambda v: ts.train_forward(model, params, state.batch_stats, v)
+      logits0, vjp, stats = jax.vjp(forward, x + delta0, has_aux=True)   # one forward: the attack and the regulariser
+      ce_grad = jax.grad(lambda z: objectives.smoothed_cross_entropy(z, y, confidence).mean())(logits0)
+      grad = jax.lax.stop_gradient(vjp(ce_grad)[0])
+      delta = project(delta0 + a.step_size * jnp.sign(grad), x, a.eps)
+      logits, stats = ts.train_forward(model, params, stats, x + delta)
+      squared = jnp.square(logits - logits0)
+      reg = squared.mean(-1) if p.reg_reduction == 'mean_classes' else squared.sum(-1)
+      loss = objectives.smoothed_cross_entropy(logits, y, confidence).mean() + p.reg_weight * reg.mean()
+      return loss, (logits, stats, grad, delta)
+
+    (loss, (logits, batch_stats, grad, delta)), grads = ts.local_value_and_grad(loss_fn, state.params)
+    new_memory = dict(delta=delta)
+    if p.prior == 'mep':
+      momentum = memory.read(state.memory['momentum'], index)
+      if p.momentum_input == 'l1':
+        step_input = grad / jax.lax.psum(jnp.abs(grad).sum(), ts.AXIS)
+      else:
+        step_input = jnp.sign(grad)
+      momentum = p.momentum * momentum + step_input
+      new_memory = dict(delta=project(delta0 + a.step_size * jnp.sign(momentum), x, a.eps), momentum=momentum)
+    if by_index:
+      new_memory = {name: memory.write(state.memory[name], index, value) for name, value in new_memory.items()}
+    state = ts.apply_gradients(state.replace(memory=new_memory), tx, grads, batch_stats, config=config)
+    return state, _metrics(loss, logits, y, 1)
+
+  return step

@@ -1,0 +1,39 @@
+r"""AT-AWP (Wu, Xia & Wang, NeurIPS 2020): Madry PGD-10 with adversarial weight perturbation.
+
+  python -m advjax.main --config=configs/awp.py              # PreActResNet-18, CIFAR-10, 200 epochs
+  python -m advjax.main --config=configs/awp.py:trades       # TRADES-AWP: WRN-34-10, beta 6, gamma 5e-3, warm-up 10
+  python -m advjax.main --config=configs/awp.py:small        # SmallCNN on a CIFAR-10 subset, minutes on a CPU
+
+The official `AT_AWP/train_cifar10.py` defaults: gamma 0.01, no warm-up, proxy SGD lr 0.01 in training mode on the
+method's own loss; PGD-10, eps 8/255, step 2/255; SGD momentum 0.9, weight decay 5e-4, LR 0.1, /10 at 100 and 150;
+CIFAR mean/std inside the model. AWP applies to any search-based method: set --config.awp.gamma.
+Reported (the AWP README, AutoAttack): AT-AWP WRN-34-10 clean 85.36 / AA 53.97; TRADES-AWP WRN-34-10 85.36 / 56.17.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default  # pylint: disable=g-import-not-at-top
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
+
+
+def trades(c):
+  c.method = 'trades'
+  c.beta = 6.0
+  c.model.update(name='wrn-34-10', mean=(), std=())
+  c.attack.update(step_size=0.007, loss='kl', init='gaussian', clip_init=False)
+  c.awp.update(gamma=5e-3, warmup_epochs=10)
+
+
+def get_config(arg=None):
+  c = default.base_config()
+  c.method = 'madry'
+  c.num_epochs = 200
+  c.model.update(name='preact_resnet18', mean=CIFAR_MEAN, std=CIFAR_STD)
+  c.attack.update(eps=8 / 255, step_size=2 / 255, steps=10)
+  c.awp.update(gamma=0.01, warmup_epochs=0)
+  c.optimizer.weight_decay = 5e-4
+  c.lr_schedule = ((1, 0.1), (101, 0.01), (151, 0.001))
+  c.eval.update(eps=8 / 255, step_size=2 / 255)
+  return default.apply_variants(c, arg, dict(trades=trades))
