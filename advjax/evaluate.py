@@ -79,9 +79,13 @@ def custom_attacks(spec, eps, step_size, random_start=True):
   return tuple(stages)
 
 
-def _correct_fn(logits_fn, attack, mesh, key):
-  """Jitted, data-parallel: per-example correctness of the model under `attack` (None: natural)."""
-  def per_device(params, batch):
+@functools.lru_cache(maxsize=64)
+def _correct_fn(logits_fn, attack, mesh):
+  """Jitted, data-parallel: per-example correctness of the model under `attack` (None: natural).
+
+  Cached: evaluating several models of one architecture with the same `logits_fn` and attack objects compiles once.
+  """
+  def per_device(params, batch, key):
     fn = functools.partial(logits_fn, params)
     x, y = batch['image'], batch['label']
     if attack is not None:
@@ -89,7 +93,7 @@ def _correct_fn(logits_fn, attack, mesh, key):
       x = attack(fn, x, y, keys).x_adv
     return fn(x).argmax(-1) == y
 
-  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(ts.AXIS)), out_specs=P(ts.AXIS)))
+  return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(ts.AXIS), P()), out_specs=P(ts.AXIS)))
 
 
 def sanity_warnings(logits_fn, params, x, per_attack):
@@ -125,10 +129,10 @@ def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=N
   per_attack, rows = {}, []
   robust = np.ones(len(labels), bool)
   for stage, (name, attack) in enumerate((('natural', None),) + tuple(stages)):
-    correct_fn = _correct_fn(logits_fn, attack, mesh, jax.random.fold_in(key, stage))
+    correct_fn, stage_key = _correct_fn(logits_fn, attack, mesh), jax.random.fold_in(key, stage)
     started, correct = time.perf_counter(), []
     for batch in loader.batches(loader.eval_positions(), key):
-      correct.append(np.asarray(jax.device_get(correct_fn(params, batch))))
+      correct.append(np.asarray(jax.device_get(correct_fn(params, batch, stage_key))))
     per_attack[name] = np.concatenate(correct)[:len(labels)]
     robust &= per_attack[name]
     rows.append(dict(attack=name, accuracy=100 * per_attack[name].mean(), cumulative=100 * robust.mean(),

@@ -135,3 +135,11 @@ def test_process_shards_split_every_batch_and_the_test_set(processes):
   evaluated = np.concatenate([s.indices[p[p >= 0]] for s in shards for p in [s.eval_positions()]])
   np.testing.assert_array_equal(np.sort(evaluated), labels)   # the test set once
   assert len({len(s.eval_positions()) for s in shards}) == 1   # as many eval batches on every process
+
+
+def test_per_epoch_evaluation_subset_is_spread_over_a_class_grouped_split():
+  labels = np.repeat(np.arange(10), 100)   # grouped by class, as the CIFAR-10 JPEG folders are read
+  rows = train.eval_subset(len(labels), 200, seed=0)
+  assert len(rows) == 200 and len(set(rows)) == 200 and np.all(np.diff(rows) > 0)
+  assert np.bincount(labels[rows], minlength=10).min() >= 10   # every class, not the first two
+  np.testing.assert_array_equal(train.eval_subset(len(labels), -1, seed=0), np.arange(1000))
