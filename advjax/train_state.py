@@ -53,12 +53,10 @@ def create_train_state(model, tx, input_shape, key, mesh, ema=False, extras=None
 
   `extras(key) -> (method_state, memory)` initialises a method's own state, if it has one.
   """
-  model_key, extras_key = jax.random.split(key)
-
   def init():
-    variables = model.init(model_key, jnp.zeros((1, *input_shape)), train=False)
+    variables = model.init(key, jnp.zeros((1, *input_shape)), train=False)
     params = variables['params']
-    method, memory = extras(extras_key) if extras else (None, None)
+    method, memory = extras(jax.random.fold_in(key, 1)) if extras else (None, None)
     return TrainState(step=jnp.int32(0), params=params, batch_stats=variables['batch_stats'],
                       opt_state=tx.init(params), ema=dict(variables) if ema else None, method=method, memory=memory)
 
