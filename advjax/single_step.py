@@ -223,9 +223,9 @@ def pgi_step(model, tx, config, key):
   differentiated (z_0 not detached). The memory then keeps delta (BP, EP) or, for MEP,
   m <- mu m + sign(g) and eta <- P(delta_0 + alpha sign m).
 
-  Paper by default; the official `FGSM_MEP.py` behaviour by option: `pgi.momentum_input='l1'` accumulates
-  g / ||g||_1 (one L1 norm over the whole batch) instead of sign(g), and `pgi.reg_reduction='mean_classes'` averages
-  the squared logit difference over classes too (MSE) rather than summing it (the paper's squared L2 norm).
+  `pgi.momentum_input`: 'sign' (the paper) or 'l1', g / ||g||_1 with one L1 norm over the whole batch (the official
+  `FGSM_MEP.py`). `pgi.reg_reduction`: 'mean_classes', the code's MSE over logits, or 'sum_classes', the paper's
+  squared L2 norm read literally (10x stronger for 10 classes at the same lambda).
   """
   del key
   a, p, confidence = config.attack, config.pgi, config.label_confidence

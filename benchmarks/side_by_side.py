@@ -35,7 +35,7 @@ import jax.numpy as jnp
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'configs'))
 
-from advjax import attacks, data, train, validation  # pylint: disable=g-import-not-at-top
+from advjax import attacks, checkpoint, data, train, validation  # pylint: disable=g-import-not-at-top
 from advjax import evaluate as evaluation  # pylint: disable=g-import-not-at-top
 import default  # pylint: disable=g-import-not-at-top
 
@@ -54,12 +54,12 @@ RUNS = {   # label: (config file, top-level overrides)
 
 FAST_RUNS = {   # label: (config file, variant, top-level overrides)
     'FGSM-RS': ('fgsm_rs', None, {}),
-    'FGSM-SDI': ('fgsm_sdi', None, {}),
+    'Madry (PGD-10)': ('madry', None, {}),
+    'FAT': ('fat', None, {}),
     'FGSM-PGI (EP)': ('fgsm_pgi', 'ep', {}),
     'FGSM-PGI (MEP)': ('fgsm_pgi', 'mep', {}),
     'LAS-AT': ('las_at', None, {}),
-    'Madry (PGD-10)': ('madry', None, {}),
-    'FAT': ('fat', None, {}),
+    'FGSM-SDI': ('fgsm_sdi', None, {}),
 }
 
 
@@ -132,24 +132,44 @@ def fast_protocol(model):
   return logits_fn, evaluation.protocol_attacks('jia', 8 / 255)[1], evaluation.protocol_attacks('aa_standard', 8 / 255)[1]
 
 
-def evaluate_fast(model, variables, dataset):
+def evaluate_fast(model, variables, dataset, autoattack=True):
   """Accuracy (%) under the Jia et al. protocol on the test subset, then AutoAttack on the points that survived it.
 
   'AA' is the worst case over everything: AutoAttack (standard) runs only on the points robust to FGSM, PGD-10/20/50
   and CW-20, which keeps its cost (it runs every stage on every point it is given) to those points, in batches of
   128 so that every run reuses the compiled attacks.
   """
-  logits_fn, jia, autoattack = fast_protocol(model)
+  logits_fn, jia, aa_stages = fast_protocol(model)
   images, labels = dataset.test_images, dataset.test_labels
   report = evaluation.evaluate(logits_fn, variables, images, labels, jia, eps=8 / 255, batch_size=250)
   results = {row['attack']: row['accuracy'] for row in report['rows']}
-  survivors = report['robust_indices']
-  results['AA'] = 0.0
-  if survivors:
-    aa = evaluation.evaluate(logits_fn, variables, images[survivors], labels[survivors], autoattack, eps=8 / 255,
+  results['survivors'] = survivors = report['robust_indices']
+  results['AA'] = 0.0 if autoattack else None
+  if survivors and autoattack:
+    aa = evaluation.evaluate(logits_fn, variables, images[survivors], labels[survivors], aa_stages, eps=8 / 255,
                              batch_size=128)
     results['AA'] = aa['rows'][-1]['cumulative'] * len(survivors) / len(labels)
   return results
+
+
+def autoattack_of_run(label, config_name, variant, overrides, result, args):
+  """AutoAttack on a finished run's survivors, from its last checkpoint (the --aa_only pass)."""
+  config = fast_config(config_name, variant, overrides, args)
+  dataset = data.load(config.data)
+  model = train.build_model(config, dataset.num_classes)
+  state = checkpoint.Checkpointer(os.path.join(args.workdir, args.suite, run_dir(label))).restore_latest()
+  logits_fn, _, aa_stages = fast_protocol(model)
+  survivors = result['survivors']
+  if not survivors:
+    return 0.0
+  variables = dict(params=state['params'], batch_stats=state['batch_stats'])
+  aa = evaluation.evaluate(logits_fn, variables, dataset.test_images[survivors], dataset.test_labels[survivors],
+                           aa_stages, eps=8 / 255, batch_size=128)
+  return aa['rows'][-1]['cumulative'] * len(survivors) / len(dataset.test_labels)
+
+
+def run_dir(label):
+  return ''.join(ch if ch.isalnum() else '_' for ch in label)
 
 
 def main():
@@ -165,6 +185,9 @@ def main():
   parser.add_argument('--eps', type=float, default=0.1)
   parser.add_argument('--lr', type=float, default=0.02)
   parser.add_argument('--only', nargs='*', help='labels of RUNS to run (default all)')
+  parser.add_argument('--defer_aa', action='store_true',
+                      help='fast suite: leave AutoAttack for a later --aa_only pass (its time is not reported)')
+  parser.add_argument('--aa_only', action='store_true', help='fast suite: AutoAttack for finished runs without it')
   args = parser.parse_args()
   fast = args.suite == 'fast'
   args.out = args.out or os.path.join(REPO, 'docs', 'results', 'fast_methods' if fast else 'side_by_side')
@@ -175,12 +198,17 @@ def main():
     with open(args.out + '.json') as f:
       results = json.load(f)['runs']
   for label, (config_name, variant, overrides) in runs.items():
-    if (args.only and label not in args.only) or label in results:
+    if args.aa_only and results.get(label, {}).get('AA', 0) is None:
+      results[label]['AA'] = autoattack_of_run(label, config_name, variant, overrides, results[label], args)
+      print(label, 'AA', results[label]['AA'], flush=True)
+      with open(args.out + '.json', 'w') as f:
+        json.dump(dict(settings=vars(args), runs=results), f, indent=1)
+    if (args.only and label not in args.only) or label in results or args.aa_only:
       continue
     config = (fast_config(config_name, variant, overrides, args) if fast else
               experiment_config(config_name, overrides, args))
     validation.check(config)
-    workdir = os.path.join(args.workdir, args.suite, ''.join(ch if ch.isalnum() else '_' for ch in label))
+    workdir = os.path.join(args.workdir, args.suite, run_dir(label))
     started = time.perf_counter()
     state, _ = train.train_and_evaluate(config, workdir)
     train_seconds = time.perf_counter() - started
@@ -188,7 +216,7 @@ def main():
     model = train.build_model(config, dataset.num_classes)
     variables = jax.device_get(dict(params=state.params, batch_stats=state.batch_stats))
     if fast:
-      accuracy = evaluate_fast(model, variables, dataset)
+      accuracy = evaluate_fast(model, variables, dataset, autoattack=not args.defer_aa)
     else:
       logits_fn = functools.partial(lambda v, x: model.apply(v, x, train=False), variables)
       images = jnp.asarray(dataset.test_images, jnp.float32) / 255
@@ -238,7 +266,8 @@ def write_fast_report(results, args):
            '|---' * (len(columns) + 4) + '|']
   for label, r in results.items():
     curve = ' '.join(f'{v:.0f}' for v in r['pgd10_per_epoch'])
-    lines.append(f'| {label} | ' + ' | '.join(f'{r[c]:.1f}' for c in columns) +
+    cells = ('…' if r[c] is None else f'{r[c]:.1f}' for c in columns)
+    lines.append(f'| {label} | ' + ' | '.join(cells) +
                  f' | {curve} | {r["total_bp"] / len(r["bp_per_epoch"]):.2f} | {sum(r["epoch_train_seconds"]):.0f} |')
   table = '\n'.join(lines)
   print(table)
