@@ -9,8 +9,16 @@ or carried over. FGSM-RS is `objectives.pgd_attack` with one step; the others ne
 
 Each `*_step(model, tx, config, key)` returns `step(state, batch, hparams) -> (state, metric sums)` for one device
 (see `step.make_train_step`); methods with state also have `*_init(config, model, input_shape, num_rows)`.
-All run the target in training mode throughout, as their official code does, so every forward updates BatchNorm.
+All run the target in training mode throughout, as their official code does, so every forward updates BatchNorm;
+`attack.model_mode='eval'` takes the attack's input gradients in eval mode instead, as the search-based methods do
+(on a 1/8-width SmallCNN on CIFAR-10, training-mode FGSM collapsed FGSM-GA and FGSM-PGI to a constant predictor
+and eval mode did not: docs/results/fast_methods.md).
 """
+
+
+def _attack_in_train_mode(config):
+  return config.attack.get('model_mode', 'train') == 'train'
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -26,10 +34,13 @@ def project(delta, x, eps):
   return jnp.clip(x + jnp.clip(delta, -eps, eps), 0.0, 1.0) - x
 
 
-def input_gradient(model, params, batch_stats, x, y, confidence=1.0):
-  """d mean-LS-CE(f(x), y) / dx with the model in training mode, and the updated BatchNorm statistics."""
+def input_gradient(model, params, batch_stats, x, y, confidence=1.0, train=True):
+  """d mean-LS-CE(f(x), y) / dx with the model in training mode (or eval mode), and the BatchNorm statistics after."""
   def loss(v):
-    logits, new_stats = ts.train_forward(model, params, batch_stats, v)
+    if train:
+      logits, new_stats = ts.train_forward(model, params, batch_stats, v)
+    else:
+      logits, new_stats = model.apply(dict(params=params, batch_stats=batch_stats), v, train=False), batch_stats
     return objectives.smoothed_cross_entropy(logits, y, confidence).mean(), new_stats
   (_, new_stats), grad = jax.value_and_grad(loss, has_aux=True)(x)
   return grad, new_stats
@@ -48,14 +59,14 @@ def grad_align_step(model, tx, config, key):
 
   As `train.py` of the official code: the cosine is averaged over the examples whose two gradients are non-zero.
   """
-  a, weight = config.attack, config.grad_align.weight
+  a, weight, attack_train = config.attack, config.grad_align.weight, _attack_in_train_mode(config)
 
   def step(state, batch, hparams):
     del hparams
     x, y = batch['image'], batch['label']
     keys = ts.example_keys(key, state.step, batch['index'])
     start = parts.random_start(jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys), x, a.eps, a.init)
-    grad_start, batch_stats = input_gradient(model, state.params, state.batch_stats, start, y)
+    grad_start, batch_stats = input_gradient(model, state.params, state.batch_stats, start, y, train=attack_train)
     x_adv = x + project(start - x + a.step_size * jnp.sign(grad_start), x, a.eps)
     eta = parts.uniform_noise(jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys), x, -a.eps, a.eps)
 
@@ -158,9 +169,11 @@ def sdi_step(model, tx, config, key):
   del key
   a, s, confidence = config.attack, config.sdi, config.label_confidence
   generator, generator_tx = _generator(config), _generator_optimizer(config)
+  attack_train = _attack_in_train_mode(config)
 
   def final_perturbation(params, batch_stats, x, y, delta_init):
-    grad, batch_stats = input_gradient(model, params, batch_stats, x + jax.lax.stop_gradient(delta_init), y)
+    grad, batch_stats = input_gradient(model, params, batch_stats, x + jax.lax.stop_gradient(delta_init), y,
+                                       train=attack_train)
     step = jnp.clip(a.step_size * jnp.sign(grad), -a.eps, a.eps)
     return jnp.clip(delta_init + step, -a.eps, a.eps), batch_stats
 
@@ -179,7 +192,7 @@ def sdi_step(model, tx, config, key):
   def step(state, batch, hparams):
     del hparams
     x, y = batch['image'], batch['label']
-    grad, batch_stats = input_gradient(model, state.params, state.batch_stats, x, y)
+    grad, batch_stats = input_gradient(model, state.params, state.batch_stats, x, y, train=attack_train)
     grad_sign = jnp.sign(grad)
     gen, batch_stats = jax.lax.cond(
         state.step % s.generator_every == 0, update_generator, lambda gen, params, stats, *_: (gen, stats),
@@ -229,18 +242,21 @@ def pgi_step(model, tx, config, key):
   """
   del key
   a, p, confidence = config.attack, config.pgi, config.label_confidence
-  by_index = p.prior != 'bp'
+  by_index, attack_train = p.prior != 'bp', _attack_in_train_mode(config)
 
   def step(state, batch, hparams):
     del hparams
     x, y, index = batch['image'], batch['label'], batch['index']
     delta0 = memory.read(state.memory['delta'], index) if by_index else state.memory['delta']
 
+    eval_grad = None if attack_train else input_gradient(model, state.params, state.batch_stats, x + delta0, y,
+                                                         confidence, train=False)[0]
+
     def loss_fn(params):
       forward = lambda v: ts.train_forward(model, params, state.batch_stats, v)
       logits0, vjp, stats = jax.vjp(forward, x + delta0, has_aux=True)   # one forward: the attack and the regulariser
       ce_grad = jax.grad(lambda z: objectives.smoothed_cross_entropy(z, y, confidence).mean())(logits0)
-      grad = jax.lax.stop_gradient(vjp(ce_grad)[0])
+      grad = jax.lax.stop_gradient(vjp(ce_grad)[0]) if attack_train else eval_grad
       delta = project(delta0 + a.step_size * jnp.sign(grad), x, a.eps)
       logits, stats = ts.train_forward(model, params, stats, x + delta)
       squared = jnp.square(logits - logits0)

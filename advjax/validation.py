@@ -82,6 +82,8 @@ def _check_fast_and_learned(config):
              f'awp.gamma > 0 applies to the search-based methods and LAS-AT, not {method!r}')
   if method == 'fgsm_rs':
     _require(config.attack.steps == 1, f'fgsm_rs takes one attack step (attack.steps=1), got {config.attack.steps}')
+  if method in ('fgsm_ga', 'fgsm_sdi', 'fgsm_pgi'):
+    _one_of('attack.model_mode', config.attack.get('model_mode', 'train'), ('train', 'eval'))
   if method == 'fgsm_ga':
     needs('grad_align')
     _require(config.grad_align.weight >= 0, f'grad_align.weight must be >= 0, got {config.grad_align.weight}')

@@ -57,6 +57,8 @@ FAST_RUNS = {   # label: (config file, variant, top-level overrides)
     'Madry (PGD-10)': ('madry', None, {}),
     'FAT': ('fat', None, {}),
     'FGSM-PGI (EP)': ('fgsm_pgi', 'ep', {}),
+    'FGSM-PGI (EP), eval-mode attack': ('fgsm_pgi', 'ep,eval_attack', {}),
+    'FGSM-PGI (MEP), eval-mode attack': ('fgsm_pgi', 'mep,eval_attack', {}),
     'FGSM-PGI (MEP)': ('fgsm_pgi', 'mep', {}),
     'LAS-AT': ('las_at', None, {}),
     'FGSM-SDI': ('fgsm_sdi', None, {}),

@@ -13,6 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import default  # pylint: disable=g-import-not-at-top
+import fgsm_sdi  # pylint: disable=g-import-not-at-top
 
 
 def get_config(arg=None):
@@ -21,9 +22,10 @@ def get_config(arg=None):
   c.num_epochs = 30
   c.model.name = 'preact_resnet18'
   c.attack.update(eps=8 / 255, step_size=1.25 * 8 / 255, steps=1, init='none')
+  c.attack.model_mode = 'train'   # as the official code; 'eval' for the attack gradient in eval mode
   c.grad_align = default.ml_collections.ConfigDict(dict(weight=0.2))
   c.optimizer.weight_decay = 5e-4
   c.lr_schedule = ((1, 0.0), (13, 0.3), (31, 0.0))
   c.lr_interpolation = 'linear'
   c.eval.update(eps=8 / 255, step_size=2 / 255)
-  return default.apply_variants(c, arg)
+  return default.apply_variants(c, arg, dict(eval_attack=fgsm_sdi.eval_attack))

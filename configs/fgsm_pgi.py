@@ -3,7 +3,8 @@ r"""FGSM-PGI (Jia et al., ECCV 2022, arXiv:2207.08859): FGSM from a prior-guided
   python -m advjax.main --config=configs/fgsm_pgi.py         # FGSM-MEP, ResNet-18, CIFAR-10, 110 epochs
   python -m advjax.main --config=configs/fgsm_pgi.py:ep      # FGSM-EP (previous epoch's perturbation); :bp for BP
   python -m advjax.main --config=configs/fgsm_pgi.py:small   # SmallCNN on a CIFAR-10 subset, minutes on a CPU
-  python -m advjax.main --config=configs/fgsm_pgi.py:code    # the official FGSM_MEP.py's momentum and regulariser
+  python -m advjax.main --config=configs/fgsm_pgi.py:code    # the official FGSM_MEP.py's momentum
+  python -m advjax.main --config=configs/fgsm_pgi.py:eval_attack   # attack gradient in eval mode (see below)
 
 Paper by default: m <- mu m + sign(g), lambda 10, mu 0.3, eps = alpha = 8/255, MEP's first epoch from U(-eps, eps).
 The regulariser lambda ||f(x + delta) - f(x + delta_0)||^2 is the official code's MSE over logits (mean over batch and
@@ -43,4 +44,5 @@ def get_config(arg=None):
   c.label_confidence = 0.6
   c.pgi = default.ml_collections.ConfigDict(dict(
       prior='mep', momentum=0.3, reg_weight=10.0, momentum_input='sign', reg_reduction='mean_classes'))
-  return default.apply_variants(c, arg, dict(bp=prior('bp'), ep=prior('ep'), mep=prior('mep'), code=code))
+  return default.apply_variants(c, arg, dict(bp=prior('bp'), ep=prior('ep'), mep=prior('mep'), code=code,
+                                             eval_attack=fgsm_sdi.eval_attack))

@@ -23,9 +23,15 @@ def jia_et_al(c):
   c.num_epochs = 110
   c.model.name = 'resnet18'
   c.attack.update(eps=8 / 255, step_size=8 / 255, steps=1)
+  c.attack.model_mode = 'train'   # their official code; 'eval' for the attack gradients in eval mode
   c.optimizer.weight_decay = 5e-4
   c.lr_schedule = ((1, 0.1), (101, 0.01), (106, 0.001))
   c.eval.update(eps=8 / 255, step_size=2 / 255, steps=10)
+
+
+def eval_attack(c):
+  """Variant eval_attack: the attack's input gradients with the model in eval mode (not in the official code)."""
+  c.attack.model_mode = 'eval'
 
 
 def get_config(arg=None):
@@ -34,4 +40,4 @@ def get_config(arg=None):
   jia_et_al(c)
   c.label_confidence = 0.5
   c.sdi = default.ml_collections.ConfigDict(dict(generator_every=20, learning_rate=1e-3, weight_decay=5e-4))
-  return default.apply_variants(c, arg)
+  return default.apply_variants(c, arg, dict(eval_attack=eval_attack))

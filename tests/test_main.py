@@ -44,6 +44,8 @@ def advjax(*args, cwd=REPO, **popen):
     (['--config=configs/las_at.py:digits', '--config.las.eps_choices=()'], 'las.eps_choices must be non-empty'),
     (['--config=configs/fgsm_sdi.py:digits', '--config.label_confidence=1.5'], 'label_confidence must be in (0, 1]'),
     (['--config=configs/fgsm_rs.py:digits', '--config.attack.steps=3'], 'fgsm_rs takes one attack step'),
+    (['--config=configs/fgsm_ga.py:digits', '--config.attack.model_mode=test'],
+     "attack.model_mode must be one of train, eval; got 'test'"),
 ])
 def test_invalid_config_exits_2_with_one_line(args, message, tmp_path):
   started = time.perf_counter()
