@@ -72,7 +72,7 @@ def las_init(config, model, input_shape, num_rows):
 
 def las_hparams(config, epoch):
   """The target's learning rate of the epoch, for the look-ahead copy's SGD step."""
-  return dict(lr=schedules.value_at(config.lr_schedule, epoch, config.lr_interpolation))
+  return dict(lookahead_lr=schedules.value_at(config.lr_schedule, epoch, config.lr_interpolation))
 
 
 def las_step(model, tx, config, key):
@@ -161,7 +161,7 @@ def las_step(model, tx, config, key):
     update_key, sample_key, attack_key = jax.random.split(jax.random.fold_in(key, state.step), 3)
     is_update = state.step % l.policy_every == 0
     pol, r = jax.lax.cond(is_update, update_policy, lambda state, *_: (state.method, jnp.zeros(())),
-                          state, x, y, index, hparams['lr'], update_key)
+                          state, x, y, index, hparams['lookahead_lr'], update_key)
     # A fresh sample, the policy in eval mode; keys by dataset index, so draws do not depend on the device split.
     logits = policy.apply(dict(params=pol['params'], batch_stats=pol['batch_stats']), x, train=False)
     values = strategy_values(strategy.sample(split_heads(logits, choices), ts.example_keys(sample_key, 0, index)))
