@@ -65,12 +65,20 @@ FAST_RUNS = {   # label: (config file, variant, top-level overrides)
 }
 
 
-def fast_config(config_name, variant, overrides, args):
+def shared_config(config_name, variant, overrides, args):
+  """The config file's method, its schedules rescaled to the run; what every suite shares (seed, batch, LR shape)."""
   c = __import__(config_name).get_config(variant)
   default.rescale_schedules(c, args.epochs, rescale_lr=False)
   c.update(overrides)
   c.seed = 0
   c.batch_size = 128
+  c.lr_schedule = ((1, args.lr), (args.epochs - 1, args.lr / 10))
+  c.log_every_steps = 0
+  return c
+
+
+def fast_config(config_name, variant, overrides, args):
+  c = shared_config(config_name, variant, overrides, args)
   c.data.update(source='image_folder', name='cifar10-jpg.tar.gz', data_dir=args.data_dir, num_train=args.num_train,
                 num_test=args.num_test, crop_padding=4, flip=True)
   c.model.update(name=args.model, mean=(), std=())
@@ -83,28 +91,20 @@ def fast_config(config_name, variant, overrides, args):
   if 'las' in c:
     c.las.policy_model = 'tiny_cnn'
   c.optimizer.weight_decay = 5e-4
-  c.lr_schedule = ((1, args.lr), (args.epochs - 1, args.lr / 10))
   c.lr_interpolation = 'constant'
   c.eval.update(eps=eps, step_size=2 / 255, steps=10, init='uniform', clip_init=True, batch_size=250,
                 num_examples=min(args.num_test, 250))   # the per-epoch curve; the final protocol uses all
-  c.log_every_steps = 0
   return c
 
 
 def experiment_config(config_name, overrides, args):
-  c = __import__(config_name).get_config()
-  default.rescale_schedules(c, args.epochs, rescale_lr=False)
-  c.update(overrides)
-  c.seed = 0
-  c.batch_size = 128
+  c = shared_config(config_name, None, overrides, args)
   c.data.update(source='idx', name='fashion-mnist', data_dir=args.data_dir, num_train=args.num_train,
                 num_test=args.num_test, crop_padding=0, flip=False)
   c.model.name = args.model
   c.attack.update(eps=args.eps, step_size=args.eps / 4)
   c.optimizer.weight_decay = 2e-4
-  c.lr_schedule = ((1, args.lr), (args.epochs - 1, args.lr / 10))
   c.eval.update(eps=args.eps, step_size=args.eps / 4, init='uniform', clip_init=True, batch_size=200)
-  c.log_every_steps = 0
   return c
 
 
