@@ -62,6 +62,7 @@ FAST_RUNS = {   # label: (config file, variant, top-level overrides)
     'FGSM-PGI (MEP)': ('fgsm_pgi', 'mep', {}),
     'LAS-AT': ('las_at', None, {}),
     'FGSM-SDI': ('fgsm_sdi', None, {}),
+    'FGSM-SDI, eval-mode attack': ('fgsm_sdi', 'eval_attack', {}),
 }
 
 

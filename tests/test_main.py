@@ -67,16 +67,40 @@ def test_missing_config_file_exits_2(tmp_path):
   assert run.returncode == 2 and err.count('\n') == 1 and 'nothere.py' in err, err
 
 
-def params_of(workdir):
-  """Parameters of the latest checkpoint, as numpy."""
+def checkpoint_of(workdir):
+  """The latest checkpoint, as a tree of numpy arrays: parameters, optimiser and the method's state and memory."""
   with ocp.CheckpointManager(os.path.join(workdir, 'checkpoints')) as manager:
-    restored = manager.restore(manager.latest_step())
-  return restored['params']
+    return manager.restore(manager.latest_step())
 
 
 def metrics_of(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f]
+
+
+def kill_after_first_checkpoint(args, workdir, epochs, cwd=REPO):
+  """Starts `advjax *args` and SIGKILLs it as soon as its epoch-1 checkpoint is in `workdir`, before the last."""
+  killed = advjax(*args, cwd=cwd)
+  deadline = time.time() + 300
+  while not (workdir / 'checkpoints' / '1').is_dir():
+    assert killed.poll() is None and time.time() < deadline, killed.stderr.read()
+    time.sleep(0.02)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  assert not (workdir / 'checkpoints' / str(epochs)).exists(), 'killed too late to test resuming'
+
+
+def assert_same_run(workdir, reference):
+  """Same metrics every epoch and the same final checkpoint (every leaf of the state) as the reference run."""
+  want, got = metrics_of(reference), metrics_of(workdir)
+  assert [m['epoch'] for m in got] == [m['epoch'] for m in want]
+  for a, b in zip(got, want):
+    for key in ('train_loss', 'bp_per_example', 'natural_acc', 'pgd_acc'):
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-6)
+  got, want = checkpoint_of(workdir), checkpoint_of(reference)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
@@ -86,42 +110,46 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
 
   # No --workdir: the run goes to ./runs/quickstart, and the same command resumes there.
   workdir = tmp_path / 'runs' / 'quickstart'
-  killed = advjax(f'--config={QUICKSTART}', *overrides, cwd=tmp_path)
-  deadline = time.time() + 300
-  while not (workdir / 'checkpoints' / '1').is_dir():
-    assert killed.poll() is None and time.time() < deadline, killed.stderr.read()
-    time.sleep(0.02)
-  killed.send_signal(signal.SIGKILL)
-  killed.wait()
-  assert not (workdir / 'checkpoints' / '2').exists(), 'killed too late to test resuming'
-
+  kill_after_first_checkpoint([f'--config={QUICKSTART}', *overrides], workdir, 3, cwd=tmp_path)
   resumed = advjax(f'--config={QUICKSTART}', *overrides, cwd=tmp_path)
   out, err = resumed.communicate(timeout=300)
   assert resumed.returncode == 0, err
-  assert 'Resuming from the checkpoint of epoch 1' in out, out
+  assert 'Resuming from the checkpoint of epoch' in out, out
   assert 'Final: natural accuracy' in out
+  assert_same_run(workdir, tmp_path / 'straight')
 
-  want, got = metrics_of(tmp_path / 'straight'), metrics_of(workdir)
-  assert [m['epoch'] for m in got] == [1, 2, 3]
-  for epoch in range(3):
-    for key in ('train_loss', 'bp_per_example', 'natural_acc', 'pgd_acc'):
-      np.testing.assert_allclose(got[epoch][key], want[epoch][key], rtol=1e-6)
-  for a, b in zip(jax.tree.leaves(params_of(workdir)), jax.tree.leaves(params_of(tmp_path / 'straight'))):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+@pytest.mark.parametrize('config, state', [
+    ('configs/fgsm_pgi.py:digits,ep', 'memory'),   # per-example perturbations, rows sharded over the devices
+    ('configs/las_at.py:digits', 'method'),        # the policy network and its optimiser
+])
+def test_killed_stateful_run_resumes_exactly(config, state, tmp_path):
+  args = [f'--config={config}', '--config.num_epochs=3', '--config.data.num_train=640']
+  straight = advjax(*args, f'--workdir={tmp_path / "straight"}')
+  assert straight.wait(timeout=300) == 0, straight.stderr.read()
+  assert jax.tree.leaves(checkpoint_of(tmp_path / 'straight')[state])
+
+  workdir = tmp_path / 'resumed'
+  kill_after_first_checkpoint([*args, f'--workdir={workdir}'], workdir, 3)
+  out, err = advjax(*args, f'--workdir={workdir}').communicate(timeout=300)
+  assert 'Resuming from the checkpoint of epoch' in out, out + err
+  assert_same_run(workdir, tmp_path / 'straight')
+
+
+def two_processes(*args, log_dir):
+  """launch/multi_process_cpu.sh: two JAX processes with a localhost coordinator, each with its shard of the data."""
+  env = dict(os.environ, PYTHONPATH=REPO, ADVJAX_PYTHON=sys.executable, ADVJAX_LOG_DIR=str(log_dir))
+  env.pop('XLA_FLAGS', None)
+  done = subprocess.run([os.path.join(REPO, 'launch', 'multi_process_cpu.sh'), '2', *args],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stdout + done.stderr
+  return done.stdout
 
 
 def test_two_processes_train_and_resume(tmp_path):
-  """launch/multi_process_cpu.sh: two JAX processes with a localhost coordinator, each with its shard of the data."""
-  def run(epochs):
-    env = dict(os.environ, PYTHONPATH=REPO, ADVJAX_PYTHON=sys.executable, ADVJAX_LOG_DIR=str(tmp_path / 'logs'))
-    env.pop('XLA_FLAGS', None)
-    done = subprocess.run(
-        [os.path.join(REPO, 'launch', 'multi_process_cpu.sh'), '2', f'--config={QUICKSTART}',
-         f'--workdir={tmp_path / "run"}', f'--config.num_epochs={epochs}', '--config.data.num_train=512'],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
+  run = lambda epochs: two_processes(f'--config={QUICKSTART}', f'--workdir={tmp_path / "run"}',
+                                     f'--config.num_epochs={epochs}', '--config.data.num_train=512',
+                                     log_dir=tmp_path / 'logs')
   first = run(2)
   assert '2 device(s) in 2 process(es), 8 steps per epoch' in first, first
   resumed = run(3)
@@ -130,6 +158,18 @@ def test_two_processes_train_and_resume(tmp_path):
   assert 'epoch 1/' not in (tmp_path / 'logs' / 'process_1.log').read_text()
   last = metrics_of(tmp_path / 'run')[-1]
   assert last['natural_acc'] > 0.5 and (last['natural_acc'] * 360) % 1 < 1e-6   # all 360 test digits, once
+
+
+def test_per_example_memory_across_two_processes(tmp_path):
+  """FGSM-PGI EP's memory, its rows split between two processes, checkpointed by both and resumed: the same run as
+  one process with two devices."""
+  args = ['--config=configs/fgsm_pgi.py:digits,ep', '--config.data.num_train=512']
+  two_processes(*args, f'--workdir={tmp_path / "two"}', '--config.num_epochs=1', log_dir=tmp_path / 'logs')
+  resumed = two_processes(*args, f'--workdir={tmp_path / "two"}', '--config.num_epochs=2', log_dir=tmp_path / 'logs')
+  assert 'Resuming from the checkpoint of epoch 1' in resumed, resumed
+  one = advjax(*args, f'--workdir={tmp_path / "one"}', '--config.num_epochs=2')   # XLA_FLAGS: 2 devices
+  assert one.wait(timeout=300) == 0, one.stderr.read()
+  assert_same_run(tmp_path / 'two', tmp_path / 'one')
 
 
 needs_data = pytest.mark.skipif(not os.environ.get('ADVJAX_DATA_DIR'),
