@@ -11,8 +11,8 @@ Plain FGSM from a uniform start (FGSM-GA with no regulariser), its input gradien
 
   ADVJAX_DATA_DIR=../shared/data python benchmarks/collapse_probe.py --widths 8 16 --epochs=2
 
-prints, per width and mode, the training loss per epoch (ln 10 = 2.3026 is the constant predictor) and the natural
-and PGD-10 accuracy after the last epoch.
+prints, per width and mode, the training loss and the accuracy of the training forward on the attack's points per
+epoch (ln 10 = 2.3026 is the constant predictor's loss), and the natural and PGD-10 accuracy after the last epoch.
 """
 import argparse
 import itertools
@@ -77,6 +77,7 @@ def main():
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       epochs = [json.loads(line) for line in f]
     print(json.dumps(dict(width=width, mode=mode, loss=[round(e['train_loss'], 4) for e in epochs],
+                          train_adv_acc=[round(100 * e['train_adv_acc'], 1) for e in epochs],
                           natural=100 * epochs[-1]['natural_acc'], pgd10=100 * epochs[-1]['pgd_acc'],
                           seconds=round(sum(e['train_seconds'] for e in epochs), 1))), flush=True)
 
