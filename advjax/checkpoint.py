@@ -1,43 +1,81 @@
-"""Checkpoints with orbax: one per epoch, the last few kept, and automatic resume from the workdir."""
+"""Checkpoints with orbax: at the end of every epoch and on preemption, the last few kept, resumed from the workdir.
+
+A checkpoint is named by the number of training batches done and holds the train state and the running metric sums
+of the epoch in progress; with the seed, that fixes the RNG and the data order, so a resumed run continues exactly.
+orbax writes each checkpoint to a temporary directory and renames it when complete, so a run killed mid-write leaves
+no checkpoint under that name; one that is there but cannot be read is moved to `workdir/damaged_checkpoints/`
+with a warning and the previous one is used.
+"""
 import os
+import sys
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
 
 class Checkpointer:
-  """Saves the train state under `workdir/checkpoints/<epoch>`; the step count, the seed and the epoch fix the RNG
-  and the data order, so restoring the state resumes a run exactly."""
 
   def __init__(self, workdir, keep=3):
+    self._workdir = _absolute(workdir)
     self._manager = ocp.CheckpointManager(
-        _absolute(workdir) / 'checkpoints',
+        self._workdir / 'checkpoints', item_names=('state', 'progress'),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
-  def latest_epoch(self):
+  def latest(self):
+    """Batches done at the latest checkpoint, 0 if there is none."""
     return self._manager.latest_step() or 0
 
-  def restore(self, state):
-    """The latest checkpoint restored onto `state`'s shapes and shardings; `state` itself if there is none."""
-    epoch = self._manager.latest_step()
-    if epoch is None:
-      return state
+  def path(self, batches_done):
+    return self._workdir / 'checkpoints' / str(batches_done)
+
+  def restore(self, state, epoch_sums):
+    """(state, epoch_sums, batches_done) of the latest readable checkpoint, restored onto `state`'s shapes and
+    shardings; the arguments and 0 if there is none."""
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    return self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
+    for batches_done in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._manager.restore(batches_done, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except   # truncated, missing or garbled files: all the same here
+        self._set_aside(batches_done, e)
+        continue
+      sums = {name: jnp.asarray(restored.progress['epoch_sums'][name], jnp.float32) for name in epoch_sums}
+      return restored.state, sums, batches_done
+    return state, epoch_sums, 0
 
   def restore_latest(self):
-    """The latest checkpoint as a tree of host arrays, for evaluation (no target state needed)."""
-    return self._manager.restore(self._manager.latest_step(), args=ocp.args.StandardRestore())
+    """The latest checkpoint's train state as a tree of host arrays, for evaluation (no target state needed)."""
+    restored = self._manager.restore(self._manager.latest_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))
+    return restored.state
 
-  def save(self, epoch, state):
-    self._manager.save(epoch, args=ocp.args.StandardSave(state))   # asynchronous
+  def save(self, batches_done, state, epoch_sums):
+    """Asynchronous; `epoch_sums` are the metric sums of the epoch in progress (zeros at an epoch's end)."""
+    sums = {name: float(value) for name, value in jax.device_get(epoch_sums).items()}
+    self._manager.save(batches_done, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(dict(epoch_sums=sums))))
 
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
 
+  def _set_aside(self, batches_done, error):
+    """Moves a checkpoint that cannot be read out of the way (kept for inspection, never loaded)."""
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    aside = self._workdir / 'damaged_checkpoints' / str(batches_done)
+    print(f'advjax: warning: checkpoint {self.path(batches_done)} cannot be read ({reason}); moved to {aside}, '
+          'resuming from an earlier one', file=sys.stderr, flush=True)
+    if jax.process_index() == 0:
+      aside.parent.mkdir(parents=True, exist_ok=True)
+      if aside.exists():
+        aside.rmtree()
+      self.path(batches_done).rename(aside)
+    self._manager.reload()
+
 
 def _absolute(workdir):
   """orbax wants an absolute path; a URL (gs://...) is one already."""
   return epath.Path(workdir if '://' in str(workdir) else os.path.abspath(workdir))
+

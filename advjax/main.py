@@ -1,7 +1,9 @@
 """advjax command line: `python -m advjax.main --config=configs/fat.py [--workdir=DIR] [--config.x.y=v ...]`.
 
-The only module with flags. Rerunning a command resumes from the checkpoints in its workdir. With an evaluation
-config (`--config=configs/eval.py --config.checkpoint=DIR`) it evaluates that run's latest checkpoint instead.
+The only module with flags. Rerunning a command resumes from the checkpoints in its workdir; SIGTERM or SIGINT
+checkpoints and exits 0; a loss or weights gone non-finite stop the run with exit code 1, naming the batch and the
+last good checkpoint. With an evaluation config (`--config=configs/eval.py --config.checkpoint=DIR`) it evaluates
+that run's latest checkpoint instead.
 """
 import os
 import sys
@@ -86,8 +88,12 @@ def main(argv):
     fail(str(e))
   if evaluating:
     evaluate.run(config)
-  else:
+    return
+  try:
     train.train_and_evaluate(config, _WORKDIR.value or default_workdir())
+  except train.NonFiniteError as e:
+    print(f'advjax: error: {e}', file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

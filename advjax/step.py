@@ -28,9 +28,10 @@ def make_optimizer(config, steps_per_epoch):
 
 
 def zero_metrics(config):
-  """The running metric sums a train step adds to, before the first step."""
+  """The running metric sums a train step adds to, before the first step; and `first_nonfinite_step`, the first
+  optimiser step after which the loss or the weights were not finite (inf while there is none)."""
   names = ('loss', 'adv_correct', 'attack_steps', 'examples') + methods.METHODS[config.method].extra_metrics
-  return {name: jnp.zeros((), jnp.float32) for name in names}
+  return {name: jnp.zeros((), jnp.float32) for name in names} | {'first_nonfinite_step': jnp.float32(jnp.inf)}
 
 
 def attack_then_loss_step(model, tx, config, key):
@@ -71,9 +72,13 @@ def make_train_step(model, tx, config, mesh, key):
   per_device = (methods.METHODS[config.method].step or attack_then_loss_step)(model, tx, config, key)
 
   def step(state, batch, hparams, sums):
+    first_step = state.step
     state, metrics = per_device(state, batch, hparams)
     metrics = jax.lax.psum(jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), metrics), AXIS)
-    return state, jax.tree.map(jnp.add, sums, metrics)
+    finite = jnp.isfinite(metrics['loss']) & all_finite(state.params)
+    nonfinite_step = jnp.minimum(sums['first_nonfinite_step'], jnp.where(finite, jnp.inf, first_step))
+    return state, {name: sums[name] + value for name, value in metrics.items()} | dict(
+        first_nonfinite_step=nonfinite_step)
 
   def train_step(state, batch, hparams, sums):
     state_specs = ts.specs(state)
@@ -81,6 +86,10 @@ def make_train_step(model, tx, config, mesh, key):
                          out_specs=(state_specs, P()))(state, batch, hparams, sums)
 
   return jax.jit(train_step, donate_argnums=0)
+
+
+def all_finite(tree):
+  return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)]))
 
 
 def make_eval_step(model, config, mesh, key):

@@ -3,11 +3,14 @@
 Epoch by epoch: adversarial training with the method's attack, evaluation of natural and PGD accuracy on the test
 split, a checkpoint, and one JSON line of metrics. Rerunning with the same workdir resumes after the last checkpoint.
 """
+import signal
+import threading
 import time
 
 import jax
 import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
 from advjax import checkpoint, data, methods, metrics, models, schedules
 from advjax import train_state as ts
@@ -53,11 +56,55 @@ def evaluate_all(eval_step, loader, state, key):
   return results
 
 
-def train_epoch(train_step, loader, state, hparams, *, epoch, key, config, progress):
-  """One pass over the shuffled training set; returns the state and the epoch's metric sums (on the host)."""
-  steps_per_epoch = loader.batches_per_epoch
-  sums = step_lib.zero_metrics(config)
-  for i, batch in enumerate(loader.batches(loader.train_positions(key, epoch), jax.random.fold_in(key, epoch))):
+class NonFiniteError(FloatingPointError):
+  """The loss or the weights stopped being finite; nothing was saved after the last good checkpoint."""
+
+
+class Preemption:
+  """SIGTERM or SIGINT during training: `reached(batches_done)` turns True, and the loop checkpoints and returns.
+
+  With several processes, JAX's preemption sync manager (started by `jax.distributed.initialize`) catches SIGTERM
+  and agrees on one step at which every process saves; signal handlers are set in the main thread only.
+  """
+
+  def __enter__(self):
+    self.signal, self._previous = None, {}
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      for number in (signal.SIGTERM, signal.SIGINT):
+        self._previous[number] = signal.signal(number, self._note)
+    return self
+
+  def __exit__(self, *exc_info):
+    for number, handler in self._previous.items():
+      signal.signal(number, handler)
+
+  def _note(self, number, frame):
+    del frame
+    self.signal = signal.Signals(number).name
+
+  def reached(self, batches_done):
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(batches_done)
+    return self.signal is not None
+
+
+def check_finite(sums, ckpt, updates_per_batch):
+  """Raises NonFiniteError naming the first bad step and the checkpoint to go back to."""
+  step = float(sums['first_nonfinite_step'])
+  if np.isfinite(step):
+    last = ckpt.latest()
+    good = f'the last good checkpoint is {ckpt.path(last)}' if last else 'there is no checkpoint yet'
+    raise NonFiniteError(f'the training loss or the weights became non-finite at batch {int(step) // updates_per_batch + 1} '
+                         f'of the run; stopped without saving, {good}')
+
+
+def train_epoch(train_step, loader, state, sums, hparams, *, epoch, skip, key, config, progress, preemption, ckpt):
+  """Batches `skip`, `skip + 1`, ... of the epoch's shuffled order, stopping early on preemption; returns the state,
+  the epoch's metric sums (on the host) and the number of the epoch's batches done."""
+  steps_per_epoch, updates_per_batch = loader.batches_per_epoch, methods.METHODS[config.method].updates_per_batch(config)
+  positions = loader.train_positions(key, epoch)[skip * loader.local_batch_size:]
+  batches = steps_per_epoch
+  for i, batch in enumerate(loader.batches(positions, jax.random.fold_in(key, epoch)), start=skip):
     state, sums = train_step(state, batch, hparams, sums)
     done = (epoch - 1) * steps_per_epoch + i + 1
     if not progress.started:   # time from here, once the step has compiled and run
@@ -65,17 +112,21 @@ def train_epoch(train_step, loader, state, hparams, *, epoch, key, config, progr
       progress.start(done, done * config.batch_size)
     if config.log_every_steps and done % config.log_every_steps == 0:
       s = jax.device_get(sums)
+      check_finite(s, ckpt, updates_per_batch)
       metrics.log(f'epoch {epoch} step {i + 1}/{steps_per_epoch}: loss {s["loss"] / s["examples"]:.4f}, '
                   f'{progress.examples_per_second(done * config.batch_size):.1f} examples/s, '
                   f'ETA {progress.eta(done)}')
+    if preemption.reached(done):
+      batches = i + 1
+      break
   sums = jax.device_get(sums)
-  if not np.isfinite(sums['loss']):
-    raise FloatingPointError(f'non-finite training loss in epoch {epoch}; the last good checkpoint is kept')
-  return state, sums
+  check_finite(sums, ckpt, updates_per_batch)
+  return state, sums, batches
 
 
 def train_and_evaluate(config, workdir):
-  """Trains `config` in `workdir`, resuming from its last checkpoint; returns the final state and evaluation."""
+  """Trains `config` in `workdir`, resuming from its last checkpoint; returns the final state and evaluation (None
+  when preempted: the state is checkpointed and rerunning the same command resumes)."""
   if jax.process_index() == 0:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)   # a local path or gs://
     (epath.Path(workdir) / 'config.json').write_text(config.to_json(indent=2))
@@ -97,10 +148,11 @@ def train_and_evaluate(config, workdir):
   name = dataset.name
   del dataset   # each process keeps only its shards, in the loaders
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
-  state = ckpt.restore(state)
-  first_epoch = ckpt.latest_epoch() + 1
-  if first_epoch > 1:
-    metrics.log(f'Resuming from the checkpoint of epoch {first_epoch - 1} in {workdir}.')
+  state, sums, batches_done = ckpt.restore(state, step_lib.zero_metrics(config))
+  first_epoch, skip = batches_done // steps_per_epoch + 1, batches_done % steps_per_epoch
+  if batches_done:
+    metrics.log(f'Resuming from the checkpoint of epoch {first_epoch - 1}'
+                + (f' and {skip} batches of epoch {first_epoch}' if skip else '') + f' in {workdir}.')
 
   train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
   eval_step = step_lib.make_eval_step(model, config, mesh, eval_key)
@@ -112,27 +164,43 @@ def train_and_evaluate(config, workdir):
               f'{num_eval} test examples, {config.model.name} ({config.model.dtype}), {jax.device_count()} '
               f'device(s) in {jax.process_count()} process(es), {steps_per_epoch} steps per epoch.')
   evaluation = None
-  for epoch in range(first_epoch, config.num_epochs + 1):
-    hparams = methods.hparams(config, epoch)
-    epoch_start = time.perf_counter()
-    state, sums = train_epoch(train_step, train_loader, state, hparams, epoch=epoch, key=data_key, config=config,
-                              progress=progress)
-    train_time = time.perf_counter() - epoch_start
-    evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
-    record = dict(
-        epoch=epoch, step=epoch * steps_per_epoch, **hparams,
-        lr=schedules.value_at(config.lr_schedule, epoch, config.lr_interpolation),
-        train_loss=sums['loss'] / sums['examples'], train_adv_acc=sums['adv_correct'] / sums['examples'],
-        bp_per_example=sums['attack_steps'] / sums['examples'], **evaluation,
-        train_seconds=train_time, epoch_seconds=time.perf_counter() - epoch_start)
-    record.update(_method_metrics(sums))
-    writer.write({k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()})
-    ckpt.save(epoch, state)   # after the metrics line: a run killed in between redoes the epoch, logs it once
-    settings = ''.join(f'{name} {value:g}, ' for name, value in hparams.items())
-    metrics.log(f'epoch {epoch}/{config.num_epochs}: {settings}loss {record["train_loss"]:.4f}, '
-                f'BP/example {record["bp_per_example"]:.2f}, {_accuracies(evaluation, config.eval.steps)}; '
-                f'{steps_per_epoch * config.batch_size / train_time:.1f} train examples/s, '
-                f'ETA {progress.eta(epoch * steps_per_epoch)}')
+  with Preemption() as preemption:
+    for epoch in range(first_epoch, config.num_epochs + 1):
+      hparams = methods.hparams(config, epoch)
+      epoch_start = time.perf_counter()
+      state, sums, batches = train_epoch(train_step, train_loader, state, sums, hparams, epoch=epoch, skip=skip,
+                                         key=data_key, config=config, progress=progress, preemption=preemption,
+                                         ckpt=ckpt)
+      train_time = time.perf_counter() - epoch_start
+      done = (epoch - 1) * steps_per_epoch + batches
+      if batches < steps_per_epoch:   # preempted mid-epoch: save where it is, with the epoch's sums so far
+        ckpt.save(done, state, sums)
+        ckpt.close()
+        metrics.log(f'Preempted ({preemption.signal or "sync point"}) after batch {batches} of epoch {epoch}: '
+                    f'checkpoint {ckpt.path(done)} written; rerun the same command to resume.')
+        return state, None
+      skip = 0
+      evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
+      record = dict(
+          epoch=epoch, step=epoch * steps_per_epoch, **hparams,
+          lr=schedules.value_at(config.lr_schedule, epoch, config.lr_interpolation),
+          train_loss=sums['loss'] / sums['examples'], train_adv_acc=sums['adv_correct'] / sums['examples'],
+          bp_per_example=sums['attack_steps'] / sums['examples'], **evaluation,
+          train_seconds=train_time, epoch_seconds=time.perf_counter() - epoch_start)
+      record.update(_method_metrics(sums))
+      writer.write({k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()})
+      sums = step_lib.zero_metrics(config)
+      ckpt.save(done, state, sums)   # after the metrics line: a run killed in between redoes the epoch, logs it once
+      settings = ''.join(f'{name} {value:g}, ' for name, value in hparams.items())
+      metrics.log(f'epoch {epoch}/{config.num_epochs}: {settings}loss {record["train_loss"]:.4f}, '
+                  f'BP/example {record["bp_per_example"]:.2f}, {_accuracies(evaluation, config.eval.steps)}; '
+                  f'{batches * config.batch_size / train_time:.1f} train examples/s, '
+                  f'ETA {progress.eta(done)}')
+      if preemption.reached(done) and epoch < config.num_epochs:   # the signal came during evaluation
+        ckpt.close()
+        metrics.log(f'Preempted ({preemption.signal or "sync point"}) at the end of epoch {epoch}: checkpoint '
+                    f'{ckpt.path(done)} written; rerun the same command to resume.')
+        return state, None
   ckpt.close()
   if evaluation is None:   # nothing left to train: report the restored state
     evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
