@@ -11,6 +11,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -46,10 +47,13 @@ class Checkpointer:
     return state, epoch_sums, 0
 
   def restore_latest(self):
-    """The latest checkpoint's train state as a tree of host arrays, for evaluation (no target state needed)."""
-    restored = self._manager.restore(self._manager.latest_step(), args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))
-    return restored.state
+    """The latest checkpoint's train state as a tree of numpy arrays, whatever devices or processes wrote it (for
+    evaluation and inspection: no target state needed)."""
+    path = self.path(self.latest()) / 'state'
+    with ocp.PyTreeCheckpointer() as reader:
+      tree = reader.metadata(path).item_metadata.tree
+      as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+      return reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
 
   def save(self, batches_done, state, epoch_sums):
     """Asynchronous; `epoch_sums` are the metric sums of the epoch in progress (zeros at an epoch's end)."""

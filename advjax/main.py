@@ -6,6 +6,7 @@ last good checkpoint. With an evaluation config (`--config=configs/eval.py --con
 that run's latest checkpoint instead.
 """
 import os
+import re
 import sys
 
 from absl import app
@@ -38,7 +39,9 @@ def parse_flags(argv):
     fail(f'unknown config field {field!r}: overrides must name fields of the config file (--config.<field>=v)')
   except (flags.Error, ValueError, TypeError) as e:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    fail(lines[0] if len(lines) == 1 else f'{lines[0]} {lines[-1]}')   # the flag, and the error under a traceback
+    message = lines[0] if len(lines) == 1 else f'{lines[0]} {lines[-1]}'   # the flag, and the error under a traceback
+    fail(re.sub(r"(invalid literal for|could not convert string to) (int|float)(\(\) with base 10)?: (.*)",
+                lambda m: f'expected {"an integer" if m.group(2) == "int" else "a number"}, got {m.group(4)}', message))
 
 
 def load_config():
@@ -80,17 +83,24 @@ def main(argv):
   config = load_config()
   initialize_distributed()
   logging.set_verbosity(logging.WARNING)   # orbax narrates every save at INFO
-  from advjax import evaluate, train, validation  # pylint: disable=g-import-not-at-top
+  from advjax import data, evaluate, train, validation  # pylint: disable=g-import-not-at-top
   evaluating = 'checkpoint' in config   # configs/eval.py
+  workdir = _WORKDIR.value or default_workdir()
   try:
-    validation.check_evaluation(config) if evaluating else validation.check(config)
+    if evaluating:
+      validation.check_evaluation(config)
+    else:
+      validation.check(config)
+      validation.check_workdir(config, workdir)
   except validation.ConfigError as e:
     fail(str(e))
   if evaluating:
     evaluate.run(config)
     return
   try:
-    train.train_and_evaluate(config, _WORKDIR.value or default_workdir())
+    train.train_and_evaluate(config, workdir)
+  except data.DataError as e:   # found while reading the files, before anything is compiled or written
+    fail(str(e))
   except train.NonFiniteError as e:
     print(f'advjax: error: {e}', file=sys.stderr)
     sys.exit(1)

@@ -1,8 +1,11 @@
-"""Metrics: JSON lines in the workdir and a progress line with throughput and ETA, on process 0 only."""
+"""Metrics: JSON lines and TensorBoard events in the workdir, and a progress line with throughput and ETA, on
+process 0 only."""
 import json
+import os
 import time
 
 import jax
+import tensorboardX
 from etils import epath
 
 
@@ -11,12 +14,16 @@ def log(message):
     print(message, flush=True)
 
 
-class JsonlWriter:
-  """Keeps `workdir/metrics.jsonl`, one JSON object per record; the workdir may be a gs:// path (objects there
-  cannot be appended to, so the file is rewritten whole: a few kB per epoch)."""
+class Writer:
+  """Per-epoch records, written by process 0: `workdir/metrics.jsonl`, one JSON object per line, and TensorBoard
+  event files in `workdir/tensorboard` (tensorboardX: no TensorFlow needed). The workdir may be a gs:// path
+  (objects there cannot be appended to, so the JSON file is rewritten whole: a few kB per epoch)."""
 
   def __init__(self, workdir):
     self.path = epath.Path(workdir) / 'metrics.jsonl'
+    self._tensorboard = None
+    if jax.process_index() == 0:
+      self._tensorboard = tensorboardX.SummaryWriter(os.fspath(epath.Path(workdir) / 'tensorboard'))
 
   def _lines(self):
     return self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
@@ -29,6 +36,14 @@ class JsonlWriter:
   def write(self, record):
     if jax.process_index() == 0:
       self.path.write_text(''.join(self._lines()) + json.dumps(record) + '\n')
+      for name, value in record.items():
+        if name != 'epoch' and isinstance(value, (int, float)):
+          self._tensorboard.add_scalar(name, value, record['epoch'])
+      self._tensorboard.flush()
+
+  def close(self):
+    if self._tensorboard:
+      self._tensorboard.close()
 
 
 class Progress:

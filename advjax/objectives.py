@@ -21,6 +21,7 @@ from advjax.attacks import losses
 # --- Outer losses ------------------------------------------------------------------------------------------------------
 
 def cross_entropy(logits, y):
+  """Per-example CE(logits, y) with integer labels."""
   return optax.softmax_cross_entropy_with_integer_labels(logits, y)
 
 
@@ -148,11 +149,13 @@ def curriculum_attack(config):
 # --- Schedules ---------------------------------------------------------------------------------------------------------
 
 def no_hparams(config, epoch):
+  """Methods whose attack does not change by epoch."""
   del config, epoch
   return {}
 
 
 def tau_hparams(config, epoch):
+  """FAT: the epoch's tau from `config.tau_schedule`."""
   return dict(tau=schedules.value_at(config.tau_schedule, epoch))
 
 
@@ -163,4 +166,5 @@ def fosc_hparams(config, epoch):
 
 
 def steps_hparams(config, epoch):
+  """CAT: the epoch's number of attack steps k from `config.steps_schedule`."""
   return dict(steps=schedules.value_at(config.steps_schedule, epoch))

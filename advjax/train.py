@@ -11,6 +11,7 @@ import jax
 import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from advjax import checkpoint, data, methods, metrics, models, schedules
 from advjax import train_state as ts
@@ -94,14 +95,16 @@ def check_finite(sums, ckpt, updates_per_batch):
   if np.isfinite(step):
     last = ckpt.latest()
     good = f'the last good checkpoint is {ckpt.path(last)}' if last else 'there is no checkpoint yet'
-    raise NonFiniteError(f'the training loss or the weights became non-finite at batch {int(step) // updates_per_batch + 1} '
-                         f'of the run; stopped without saving, {good}')
+    batch = int(step) // updates_per_batch + 1
+    raise NonFiniteError(f'the training loss or the weights became non-finite at batch {batch} of the run; stopped '
+                         f'without saving, {good}')
 
 
 def train_epoch(train_step, loader, state, sums, hparams, *, epoch, skip, key, config, progress, preemption, ckpt):
   """Batches `skip`, `skip + 1`, ... of the epoch's shuffled order, stopping early on preemption; returns the state,
   the epoch's metric sums (on the host) and the number of the epoch's batches done."""
-  steps_per_epoch, updates_per_batch = loader.batches_per_epoch, methods.METHODS[config.method].updates_per_batch(config)
+  steps_per_epoch = loader.batches_per_epoch
+  updates_per_batch = methods.METHODS[config.method].updates_per_batch(config)
   positions = loader.train_positions(key, epoch)[skip * loader.local_batch_size:]
   batches = steps_per_epoch
   for i, batch in enumerate(loader.batches(positions, jax.random.fold_in(key, epoch)), start=skip):
@@ -127,11 +130,10 @@ def train_epoch(train_step, loader, state, sums, hparams, *, epoch, skip, key, c
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming from its last checkpoint; returns the final state and evaluation (None
   when preempted: the state is checkpointed and rerunning the same command resumes)."""
+  dataset = data.load(config.data)   # before anything is written: bad data (data.DataError) leaves no trace
   if jax.process_index() == 0:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)   # a local path or gs://
     (epath.Path(workdir) / 'config.json').write_text(config.to_json(indent=2))
-
-  dataset = data.load(config.data)
   eval_rows = eval_subset(len(dataset.test_labels), config.eval.num_examples, config.data.seed)
   num_eval = len(eval_rows)
   mesh = ts.make_mesh()
@@ -148,7 +150,10 @@ def train_and_evaluate(config, workdir):
   name = dataset.name
   del dataset   # each process keeps only its shards, in the loaders
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
-  state, sums, batches_done = ckpt.restore(state, step_lib.zero_metrics(config))
+  # The metric sums live replicated on the mesh, as the step returns them: one compile of the step, not two.
+  zero_sums = lambda: jax.device_put(step_lib.zero_metrics(config), NamedSharding(mesh, P()))
+  state, sums, batches_done = ckpt.restore(state, zero_sums())
+  sums = jax.device_put(sums, NamedSharding(mesh, P()))
   first_epoch, skip = batches_done // steps_per_epoch + 1, batches_done % steps_per_epoch
   if batches_done:
     metrics.log(f'Resuming from the checkpoint of epoch {first_epoch - 1}'
@@ -157,51 +162,54 @@ def train_and_evaluate(config, workdir):
   train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
   eval_step = step_lib.make_eval_step(model, config, mesh, eval_key)
 
-  writer = metrics.JsonlWriter(workdir)
+  writer = metrics.Writer(workdir)
   writer.drop_after(first_epoch - 1)
   progress = metrics.Progress(config.num_epochs * steps_per_epoch)
   metrics.log(f'{config.method} on {name}: {train_loader.num_examples} train / '
               f'{num_eval} test examples, {config.model.name} ({config.model.dtype}), {jax.device_count()} '
               f'device(s) in {jax.process_count()} process(es), {steps_per_epoch} steps per epoch.')
-  evaluation = None
-  with Preemption() as preemption:
-    for epoch in range(first_epoch, config.num_epochs + 1):
-      hparams = methods.hparams(config, epoch)
-      epoch_start = time.perf_counter()
-      state, sums, batches = train_epoch(train_step, train_loader, state, sums, hparams, epoch=epoch, skip=skip,
-                                         key=data_key, config=config, progress=progress, preemption=preemption,
-                                         ckpt=ckpt)
-      train_time = time.perf_counter() - epoch_start
-      done = (epoch - 1) * steps_per_epoch + batches
-      if batches < steps_per_epoch:   # preempted mid-epoch: save where it is, with the epoch's sums so far
-        ckpt.save(done, state, sums)
-        ckpt.close()
-        metrics.log(f'Preempted ({preemption.signal or "sync point"}) after batch {batches} of epoch {epoch}: '
-                    f'checkpoint {ckpt.path(done)} written; rerun the same command to resume.')
-        return state, None
-      skip = 0
-      evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
-      record = dict(
-          epoch=epoch, step=epoch * steps_per_epoch, **hparams,
-          lr=schedules.value_at(config.lr_schedule, epoch, config.lr_interpolation),
-          train_loss=sums['loss'] / sums['examples'], train_adv_acc=sums['adv_correct'] / sums['examples'],
-          bp_per_example=sums['attack_steps'] / sums['examples'], **evaluation,
-          train_seconds=train_time, epoch_seconds=time.perf_counter() - epoch_start)
-      record.update(_method_metrics(sums))
-      writer.write({k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()})
-      sums = step_lib.zero_metrics(config)
-      ckpt.save(done, state, sums)   # after the metrics line: a run killed in between redoes the epoch, logs it once
-      settings = ''.join(f'{name} {value:g}, ' for name, value in hparams.items())
-      metrics.log(f'epoch {epoch}/{config.num_epochs}: {settings}loss {record["train_loss"]:.4f}, '
-                  f'BP/example {record["bp_per_example"]:.2f}, {_accuracies(evaluation, config.eval.steps)}; '
-                  f'{batches * config.batch_size / train_time:.1f} train examples/s, '
-                  f'ETA {progress.eta(done)}')
-      if preemption.reached(done) and epoch < config.num_epochs:   # the signal came during evaluation
-        ckpt.close()
-        metrics.log(f'Preempted ({preemption.signal or "sync point"}) at the end of epoch {epoch}: checkpoint '
-                    f'{ckpt.path(done)} written; rerun the same command to resume.')
-        return state, None
-  ckpt.close()
+  evaluation, preempted = None, None
+  try:
+    with Preemption() as preemption:
+      for epoch in range(first_epoch, config.num_epochs + 1):
+        hparams = methods.hparams(config, epoch)
+        epoch_start = time.perf_counter()
+        state, sums, batches = train_epoch(train_step, train_loader, state, sums, hparams, epoch=epoch, skip=skip,
+                                           key=data_key, config=config, progress=progress, preemption=preemption,
+                                           ckpt=ckpt)
+        train_time = time.perf_counter() - epoch_start
+        done = (epoch - 1) * steps_per_epoch + batches
+        if batches < steps_per_epoch:   # preempted mid-epoch: saved where it is, with the epoch's sums so far
+          ckpt.save(done, state, sums)
+          preempted = f'after batch {batches} of epoch {epoch}'
+          break
+        skip = 0
+        evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
+        record = dict(
+            epoch=epoch, step=epoch * steps_per_epoch, **hparams,
+            lr=schedules.value_at(config.lr_schedule, epoch, config.lr_interpolation),
+            train_loss=sums['loss'] / sums['examples'], train_adv_acc=sums['adv_correct'] / sums['examples'],
+            bp_per_example=sums['attack_steps'] / sums['examples'], **evaluation,
+            train_seconds=train_time, epoch_seconds=time.perf_counter() - epoch_start)
+        record.update(_method_metrics(sums))
+        writer.write({k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()})
+        sums = zero_sums()
+        ckpt.save(done, state, sums)   # after the metrics line: a run killed in between redoes the epoch, once
+        settings = ''.join(f'{name} {value:g}, ' for name, value in hparams.items())
+        metrics.log(f'epoch {epoch}/{config.num_epochs}: {settings}loss {record["train_loss"]:.4f}, '
+                    f'BP/example {record["bp_per_example"]:.2f}, {_accuracies(evaluation, config.eval.steps)}; '
+                    f'{batches * config.batch_size / train_time:.1f} train examples/s, '
+                    f'ETA {progress.eta(done)}')
+        if preemption.reached(done) and epoch < config.num_epochs:   # the signal came during the evaluation
+          preempted = f'at the end of epoch {epoch}'
+          break
+  finally:   # on errors too: the last good checkpoint is complete on disk
+    ckpt.close()
+    writer.close()
+  if preempted:
+    metrics.log(f'Preempted ({preemption.signal or "sync point"}) {preempted}: checkpoint {ckpt.path(done)} '
+                'written; rerun the same command to resume.')
+    return state, None
   if evaluation is None:   # nothing left to train: report the restored state
     evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
   metrics.log(f'Final: natural accuracy {100 * evaluation["natural_acc"]:.2f}%, '

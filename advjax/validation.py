@@ -146,6 +146,32 @@ def check(config):
     raise ConfigError(str(e)) from None
 
 
+# What fixes the shapes of a run's train state: a checkpoint written under other values cannot be resumed.
+STATE_FIELDS = ('method', 'model.name', 'data.source', 'data.name', 'data.num_train', 'batch_size')
+
+
+def _field(config, dotted):
+  for part in dotted.split('.'):
+    config = config.get(part) if hasattr(config, 'get') else None
+  return config
+
+
+def check_workdir(config, workdir):
+  """Raises ConfigError when `workdir` holds checkpoints of a run whose train state has other shapes."""
+  settings = os.path.join(workdir, 'config.json')
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  if not (os.path.isfile(settings) and os.path.isdir(checkpoints)
+          and any(name.isdigit() for name in os.listdir(checkpoints))):
+    return
+  with open(settings) as f:
+    previous = json.load(f)
+  fields = {name: (_field(previous, name), _field(config, name)) for name in STATE_FIELDS}
+  fields['ema_decay > 0'] = (bool(previous.get('ema_decay')), config.ema_decay > 0)
+  for name, (was, now) in fields.items():
+    _require(was == now, f'{workdir} holds checkpoints of a run with {name} {was!r}, not {now!r}: resume with the '
+             'same settings or use another --workdir')
+
+
 def check_evaluation(config):
   """Raises ConfigError for an evaluation config (configs/eval.py) that cannot run."""
   _require(config.checkpoint, '--config.checkpoint is required: the workdir of a training run')

@@ -1,11 +1,25 @@
 """Test set-up: two simulated CPU devices, so data-parallel code runs for real on one machine."""
 import os
+import shutil
+import tempfile
 
 # Must happen before jax is imported anywhere.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One compilation cache for the session, inherited by the `advjax.main` subprocesses: the tests start the same
+# program many times (a run, its killed twin, its resumption), and each would otherwise compile it afresh.
+_CACHE = None if 'JAX_COMPILATION_CACHE_DIR' in os.environ else tempfile.mkdtemp(prefix='advjax_test_jax_cache_')
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE or '')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
 
 import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  if _CACHE:
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope='session')

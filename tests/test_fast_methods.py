@@ -78,10 +78,12 @@ def test_pgi_memory_after_a_shuffled_epoch_and_a_resume(digits, tmp_path):
     np.testing.assert_array_equal(stored[others], before.memory['delta'][others])
 
   saver = checkpoint.Checkpointer(tmp_path)
-  saver.save(1, state)
+  saver.save(1, state, sums)
   saver.close()
   fresh = train.create_state(config, model, tx, images.shape[1:], len(labels), jax.random.key(9), mesh)
-  restored = checkpoint.Checkpointer(tmp_path).restore(fresh)
+  restored, restored_sums, batches_done = checkpoint.Checkpointer(tmp_path).restore(fresh, step_lib.zero_metrics(config))
+  assert batches_done == 1
+  np.testing.assert_array_equal(restored_sums['loss'], sums['loss'])
   np.testing.assert_array_equal(restored.memory['delta'], state.memory['delta'])
   assert restored.memory['delta'].sharding.spec == P(ts.AXIS)
 

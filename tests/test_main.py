@@ -1,6 +1,8 @@
 """The command line end to end: bad input is refused before compiling, and a killed run resumes exactly."""
+import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -8,9 +10,9 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+from advjax import checkpoint
 from helpers import REPO
 
 QUICKSTART = os.path.join(REPO, 'configs', 'quickstart.py')
@@ -32,7 +34,7 @@ def advjax(*args, cwd=REPO, **popen):
     (['--config.data.source=idx', '--config.data.name=mnist', '--config.data.data_dir=/nowhere'], '/nowhere/mnist'),
     (['--config.batch_size=3'], 'batch_size must be a positive multiple of the device count (2), got 3'),
     (['--config.attack.foo=1'], "unknown config field 'foo'"),
-    (['--config.attack.steps=0.5'], "invalid literal for int() with base 10: '0.5'"),
+    (['--config.attack.steps=0.5'], "--config.attack.steps=0.5: expected an integer, got '0.5'"),
     (['--config=configs/fat.py:digits,bogus'], "unknown config variant 'bogus'; choose from digits, small, eps16"),
     (['--config=configs/trades.py:digits', '--config.beta=-1'], 'beta must be >= 0, got -1.0'),
     (['--config=configs/dat.py:digits', '--config.fosc.reference=origin'],
@@ -46,9 +48,24 @@ def advjax(*args, cwd=REPO, **popen):
     (['--config=configs/fgsm_rs.py:digits', '--config.attack.steps=3'], 'fgsm_rs takes one attack step'),
     (['--config=configs/fgsm_ga.py:digits', '--config.attack.model_mode=test'],
      "attack.model_mode must be one of train, eval; got 'test'"),
+    (['--config.num_epochs=abc'], "--config.num_epochs=abc: expected an integer, got 'abc'"),
+    (['--config.attack.eps=big'], "--config.attack.eps=big: expected a number, got 'big'"),
+    (['--config.num_epochs=0'], 'num_epochs must be >= 1, got 0'),
+    (['--config.lr_schedule=((2, 0.1),)'], 'lr_schedule must start at epoch 1'),
+    (['--config.model.dtype=float16'], "model.dtype must be float32 or bfloat16, got 'float16'"),
+    (['--config.ema_decay=1.5'], 'ema_decay must be in [0, 1)'),
+    (['--config.eval.steps=0'], 'eval.steps must be >= 1, got 0'),
+    (['--config.attack.init=gauss'], "attack.init must be one of uniform, gaussian, none; got 'gauss'"),
+    (['--config.data.source=image_folder', '--config.data.name=cifar', '--config.data.data_dir={empty}'],
+     'must hold images of the same, non-empty set of classes'),
+    (['--config=configs/fat.py:digits', '--config.data.num_train=100000'], 'exceeds the 1437 train examples'),
 ])
-def test_invalid_config_exits_2_with_one_line(args, message, tmp_path):
+def test_invalid_config_exits_2_with_one_line(args, message, tmp_path, tmp_path_factory):
   started = time.perf_counter()
+  empty = tmp_path_factory.mktemp('images') / 'cifar'
+  for split in ('train', 'test'):
+    (empty / split).mkdir(parents=True)
+  args = [arg.replace('{empty}', str(empty.parent)) for arg in args]
   if not args[0].startswith('--config='):
     args = [f'--config={QUICKSTART}', *args]
   run = advjax(*args, f'--workdir={tmp_path}')
@@ -61,6 +78,17 @@ def test_invalid_config_exits_2_with_one_line(args, message, tmp_path):
   assert time.perf_counter() - started < 20
 
 
+def test_a_workdir_of_another_model_exits_2_and_keeps_its_files(tmp_path):
+  first = advjax(f'--config={QUICKSTART}', f'--workdir={tmp_path}', '--config.num_epochs=1')
+  assert first.wait(timeout=300) == 0, first.stderr.read()
+  before = {path: path.read_bytes() for path in tmp_path.rglob('*') if path.is_file()}
+  run = advjax(f'--config={QUICKSTART}', f'--workdir={tmp_path}', '--config.model.name=small_cnn')
+  _, err = run.communicate(timeout=120)
+  assert run.returncode == 2 and len(err.strip().splitlines()) == 1, err
+  assert f"{tmp_path} holds checkpoints of a run with model.name 'tiny_cnn', not 'small_cnn'" in err, err
+  assert {path: path.read_bytes() for path in tmp_path.rglob('*') if path.is_file()} == before
+
+
 def test_missing_config_file_exits_2(tmp_path):
   run = advjax('--config=configs/nothere.py', f'--workdir={tmp_path}')
   _, err = run.communicate(timeout=60)
@@ -68,9 +96,8 @@ def test_missing_config_file_exits_2(tmp_path):
 
 
 def checkpoint_of(workdir):
-  """The latest checkpoint, as a tree of numpy arrays: parameters, optimiser and the method's state and memory."""
-  with ocp.CheckpointManager(os.path.join(workdir, 'checkpoints')) as manager:
-    return manager.restore(manager.latest_step())
+  """The latest checkpoint's state, as a tree of numpy arrays: weights, optimiser, the method's state and memory."""
+  return checkpoint.Checkpointer(workdir).restore_latest()
 
 
 def metrics_of(workdir):
@@ -78,45 +105,110 @@ def metrics_of(workdir):
     return [json.loads(line) for line in f]
 
 
-def kill_after_first_checkpoint(args, workdir, epochs, cwd=REPO):
-  """Starts `advjax *args` and SIGKILLs it as soon as its epoch-1 checkpoint is in `workdir`, before the last."""
+def checkpoints_in(workdir):
+  """The names (batches done) of the complete checkpoints in a workdir."""
+  folder = workdir / 'checkpoints'
+  return sorted(int(name) for name in os.listdir(folder) if name.isdigit()) if folder.is_dir() else []
+
+
+def kill_after_first_checkpoint(args, workdir, epochs, steps_per_epoch, cwd=REPO):
+  """Starts `advjax *args` and SIGKILLs it as soon as its first checkpoint is in `workdir`, before the last."""
   killed = advjax(*args, cwd=cwd)
   deadline = time.time() + 300
-  while not (workdir / 'checkpoints' / '1').is_dir():
+  while not checkpoints_in(workdir):
     assert killed.poll() is None and time.time() < deadline, killed.stderr.read()
     time.sleep(0.02)
   killed.send_signal(signal.SIGKILL)
   killed.wait()
-  assert not (workdir / 'checkpoints' / str(epochs)).exists(), 'killed too late to test resuming'
+  assert max(checkpoints_in(workdir)) < epochs * steps_per_epoch, 'killed too late to test resuming'
 
 
-def assert_same_run(workdir, reference):
-  """Same metrics every epoch and the same final checkpoint (every leaf of the state) as the reference run."""
+def assert_same_run(workdir, reference, exact=True):
+  """The same metrics every epoch and the same final checkpoint (every leaf of the state) as the reference run:
+  bitwise on one machine and device count, else to float tolerance."""
   want, got = metrics_of(reference), metrics_of(workdir)
   assert [m['epoch'] for m in got] == [m['epoch'] for m in want]
+  same = np.testing.assert_array_equal if exact else functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7)
   for a, b in zip(got, want):
     for key in ('train_loss', 'bp_per_example', 'natural_acc', 'pgd_acc'):
-      np.testing.assert_allclose(a[key], b[key], rtol=1e-6)
+      same(a[key], b[key])
   got, want = checkpoint_of(workdir), checkpoint_of(reference)
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    same(a, b)
 
 
-def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
-  overrides = ['--config.num_epochs=3', '--config.log_every_steps=5']
-  straight = advjax(f'--config={QUICKSTART}', f'--workdir={tmp_path / "straight"}', *overrides)
-  assert straight.wait(timeout=300) == 0, straight.stderr.read()
+QUICKSTART_STEPS = 22   # 1437 training digits in batches of 64
+QUICKSTART_3 = [f'--config={QUICKSTART}', '--config.num_epochs=3']
 
+
+@pytest.fixture(scope='module')
+def straight_quickstart(tmp_path_factory):
+  """An uninterrupted 3-epoch quick start, the reference for the fault tests."""
+  workdir = tmp_path_factory.mktemp('straight')
+  run = advjax(*QUICKSTART_3, f'--workdir={workdir}')
+  assert run.wait(timeout=300) == 0, run.stderr.read()
+  return workdir
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(straight_quickstart, tmp_path):
   # No --workdir: the run goes to ./runs/quickstart, and the same command resumes there.
   workdir = tmp_path / 'runs' / 'quickstart'
-  kill_after_first_checkpoint([f'--config={QUICKSTART}', *overrides], workdir, 3, cwd=tmp_path)
-  resumed = advjax(f'--config={QUICKSTART}', *overrides, cwd=tmp_path)
+  kill_after_first_checkpoint(QUICKSTART_3, workdir, 3, QUICKSTART_STEPS, cwd=tmp_path)
+  resumed = advjax(*QUICKSTART_3, cwd=tmp_path)
   out, err = resumed.communicate(timeout=300)
   assert resumed.returncode == 0, err
   assert 'Resuming from the checkpoint of epoch' in out, out
   assert 'Final: natural accuracy' in out
-  assert_same_run(workdir, tmp_path / 'straight')
+  assert_same_run(workdir, straight_quickstart)
+
+
+@pytest.mark.parametrize('signal_number', [signal.SIGTERM, signal.SIGINT])
+def test_preemption_checkpoints_mid_epoch_and_the_rerun_matches(signal_number, straight_quickstart, tmp_path):
+  args = [*QUICKSTART_3, f'--workdir={tmp_path}']
+  run = advjax(*args, '--config.log_every_steps=1')
+  for line in run.stdout:   # signal it a few batches into epoch 2
+    if line.startswith('epoch 2 step 5/'):
+      break
+  started = time.time()
+  run.send_signal(signal_number)
+  out, err = run.communicate(timeout=60)
+  assert run.returncode == 0 and time.time() - started < 60, err
+  assert f'Preempted ({signal.Signals(signal_number).name}) after batch' in out, out
+  (mid_epoch,) = [n for n in checkpoints_in(tmp_path) if n % QUICKSTART_STEPS]
+  assert QUICKSTART_STEPS + 5 <= mid_epoch < 2 * QUICKSTART_STEPS
+  out, err = advjax(*args, '--config.log_every_steps=1').communicate(timeout=300)
+  assert f'Resuming from the checkpoint of epoch 1 and {mid_epoch - QUICKSTART_STEPS} batches of epoch 2' in out, err
+  assert_same_run(tmp_path, straight_quickstart)
+
+
+def test_a_damaged_checkpoint_is_skipped_with_a_warning(straight_quickstart, tmp_path):
+  args = [*QUICKSTART_3, f'--workdir={tmp_path}']
+  first = advjax(*args[:-1], '--config.num_epochs=2', args[-1])
+  assert first.wait(timeout=300) == 0, first.stderr.read()
+  latest = tmp_path / 'checkpoints' / str(2 * QUICKSTART_STEPS)
+  for path in latest.rglob('*'):   # a disk that lost the data: every file truncated
+    if path.is_file():
+      path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+  out, err = advjax(*args).communicate(timeout=300)
+  assert f'warning: checkpoint {latest} cannot be read' in err, err
+  assert 'Resuming from the checkpoint of epoch 1 in' in out, out
+  assert (tmp_path / 'damaged_checkpoints' / str(2 * QUICKSTART_STEPS)).is_dir()   # kept, out of the way
+  assert_same_run(tmp_path, straight_quickstart)
+
+
+def test_non_finite_training_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  args = [f'--config={QUICKSTART}', f'--workdir={tmp_path}', '--config.num_epochs=3',
+          '--config.lr_schedule=((1, 0.1), (3, 1e30))']   # epoch 3 blows up
+  run = advjax(*args)
+  out, err = run.communicate(timeout=300)
+  assert run.returncode == 1 and len(err.strip().splitlines()) == 1, err
+  last_good = tmp_path / 'checkpoints' / str(2 * QUICKSTART_STEPS)
+  batch = int(re.search(r'non-finite at batch (\d+) of the run', err).group(1))
+  assert 2 * QUICKSTART_STEPS < batch <= 3 * QUICKSTART_STEPS, err
+  assert f'the last good checkpoint is {last_good}' in err, err
+  assert checkpoints_in(tmp_path) == [QUICKSTART_STEPS, 2 * QUICKSTART_STEPS]
+  assert [m['epoch'] for m in metrics_of(tmp_path)] == [1, 2]
 
 
 @pytest.mark.parametrize('config, state', [
@@ -130,7 +222,7 @@ def test_killed_stateful_run_resumes_exactly(config, state, tmp_path):
   assert jax.tree.leaves(checkpoint_of(tmp_path / 'straight')[state])
 
   workdir = tmp_path / 'resumed'
-  kill_after_first_checkpoint([*args, f'--workdir={workdir}'], workdir, 3)
+  kill_after_first_checkpoint([*args, f'--workdir={workdir}'], workdir, 3, 10)
   out, err = advjax(*args, f'--workdir={workdir}').communicate(timeout=300)
   assert 'Resuming from the checkpoint of epoch' in out, out + err
   assert_same_run(workdir, tmp_path / 'straight')
@@ -140,6 +232,7 @@ def two_processes(*args, log_dir):
   """launch/multi_process_cpu.sh: two JAX processes with a localhost coordinator, each with its shard of the data."""
   env = dict(os.environ, PYTHONPATH=REPO, ADVJAX_PYTHON=sys.executable, ADVJAX_LOG_DIR=str(log_dir))
   env.pop('XLA_FLAGS', None)
+  env.pop('JAX_COMPILATION_CACHE_DIR', None)   # two processes sharing one cache folder crashed one in a trial run
   done = subprocess.run([os.path.join(REPO, 'launch', 'multi_process_cpu.sh'), '2', *args],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stdout + done.stderr
@@ -161,15 +254,15 @@ def test_two_processes_train_and_resume(tmp_path):
 
 
 def test_per_example_memory_across_two_processes(tmp_path):
-  """FGSM-PGI EP's memory, its rows split between two processes, checkpointed by both and resumed: the same run as
-  one process with two devices."""
+  """FGSM-PGI EP's memory, its rows split between two processes and checkpointed by both: stopped after one epoch and
+  resumed, the run ends as an uninterrupted two-process run does."""
   args = ['--config=configs/fgsm_pgi.py:digits,ep', '--config.data.num_train=512']
-  two_processes(*args, f'--workdir={tmp_path / "two"}', '--config.num_epochs=1', log_dir=tmp_path / 'logs')
-  resumed = two_processes(*args, f'--workdir={tmp_path / "two"}', '--config.num_epochs=2', log_dir=tmp_path / 'logs')
-  assert 'Resuming from the checkpoint of epoch 1' in resumed, resumed
-  one = advjax(*args, f'--workdir={tmp_path / "one"}', '--config.num_epochs=2')   # XLA_FLAGS: 2 devices
-  assert one.wait(timeout=300) == 0, one.stderr.read()
-  assert_same_run(tmp_path / 'two', tmp_path / 'one')
+  run = lambda name, epochs: two_processes(*args, f'--workdir={tmp_path / name}', f'--config.num_epochs={epochs}',
+                                           log_dir=tmp_path / 'logs')
+  run('straight', 2)
+  run('resumed', 1)
+  assert 'Resuming from the checkpoint of epoch 1' in run('resumed', 2)
+  assert_same_run(tmp_path / 'resumed', tmp_path / 'straight')
 
 
 needs_data = pytest.mark.skipif(not os.environ.get('ADVJAX_DATA_DIR'),
@@ -225,3 +318,51 @@ def test_invalid_eval_config_exits_2(args, message):
   run = advjax('--config=configs/eval.py', *args)
   _, err = run.communicate(timeout=60)
   assert run.returncode == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def tensorboard_scalars(folder):
+  """{tag: [(step, value), ...]} from the TFRecord event files in `folder`, read with tensorboardX's protos."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  scalars = {}
+  for path in sorted(folder.iterdir()):
+    data = path.read_bytes()
+    while data:
+      length = int.from_bytes(data[:8], 'little')   # record: length, its CRC, the event, its CRC
+      event = event_pb2.Event.FromString(data[12:12 + length])
+      data = data[16 + length:]
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
+
+
+def test_tensorboard_events_and_the_report_of_runs(straight_quickstart, tmp_path):
+  records = metrics_of(straight_quickstart)
+  scalars = tensorboard_scalars(straight_quickstart / 'tensorboard')
+  for tag in ('train_loss', 'natural_acc', 'pgd_acc', 'bp_per_example'):
+    assert [step for step, _ in scalars[tag]] == [1, 2, 3]
+    np.testing.assert_allclose([v for _, v in scalars[tag]], [r[tag] for r in records], rtol=1e-6)
+
+  other = tmp_path / 'eps_0.1'   # a second run, at another training eps, evaluated with the eval command's format
+  other.mkdir()
+  config = json.loads((straight_quickstart / 'config.json').read_text())
+  config['attack']['eps'] = 0.1
+  (other / 'config.json').write_text(json.dumps(config))
+  (other / 'metrics.jsonl').write_text(''.join(json.dumps(dict(r, pgd_acc=r['pgd_acc'] / 2)) + '\n' for r in records))
+  rows = [dict(attack=a, accuracy=v, cumulative=v, seconds=1.0) for a, v in (('natural', 97.5), ('PGD-20', 61.25))]
+  (other / 'eval_dat.json').write_text(json.dumps(dict(eps=0.2, examples=360, rows=rows)))
+
+  out = tmp_path / 'report'
+  done = subprocess.run([sys.executable, '-m', 'advjax.report', str(straight_quickstart), str(other), f'--out={out}'],
+                        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  table = (out / 'report.md').read_text()
+  assert table.splitlines()[0] == '| run | method | natural | PGD-20 | BP/example/epoch | training (s) |'
+  last = records[-1]
+  assert f'| {straight_quickstart.name} | fat | {100 * last["natural_acc"]:.2f}* | {100 * last["pgd_acc"]:.2f}* |' in table
+  assert '| eps_0.1 | fat | 97.50 | 61.25 |' in table
+  for plot in ('accuracy_per_epoch.png', 'bp_per_epoch.png', 'eps_sweep.png'):
+    assert (out / plot).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+  done = subprocess.run([sys.executable, '-m', 'advjax.report', str(tmp_path / 'nowhere')], cwd=REPO,
+                        env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=60)
+  assert done.returncode == 2 and done.stderr.count('\n') == 1 and 'nowhere/config.json not found' in done.stderr

@@ -24,15 +24,18 @@ def example_keys(key, batch_size):
 
 
 def fold_in(keys, data):
+  """Each per-example key folded with the same `data` (a step or restart number)."""
   return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, data)
 
 
 def uniform_noise(keys, x, low, high):
+  """U(low, high) noise shaped like `x`, one key per example."""
   shape = x.shape[1:]
   return jax.vmap(lambda k: jax.random.uniform(k, shape, x.dtype))(keys) * (high - low) + low
 
 
 def normal_noise(keys, x):
+  """N(0, 1) noise shaped like `x`, one key per example."""
   return jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys)
 
 
