@@ -150,10 +150,9 @@ def train_and_evaluate(config, workdir):
   name = dataset.name
   del dataset   # each process keeps only its shards, in the loaders
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
-  # The metric sums live replicated on the mesh, as the step returns them: one compile of the step, not two.
-  zero_sums = lambda: jax.device_put(step_lib.zero_metrics(config), NamedSharding(mesh, P()))
-  state, sums, batches_done = ckpt.restore(state, zero_sums())
-  sums = jax.device_put(sums, NamedSharding(mesh, P()))
+  replicated = NamedSharding(mesh, P())   # the metric sums, placed as the step returns them: it compiles once
+  state, sums, batches_done = ckpt.restore(state, step_lib.zero_metrics(config))
+  sums = jax.device_put(sums, replicated)
   first_epoch, skip = batches_done // steps_per_epoch + 1, batches_done % steps_per_epoch
   if batches_done:
     metrics.log(f'Resuming from the checkpoint of epoch {first_epoch - 1}'
@@ -183,7 +182,7 @@ def train_and_evaluate(config, workdir):
           ckpt.save(done, state, sums)
           preempted = f'after batch {batches} of epoch {epoch}'
           break
-        skip = 0
+        ran, skip = batches - skip, 0
         evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
         record = dict(
             epoch=epoch, step=epoch * steps_per_epoch, **hparams,
@@ -193,12 +192,12 @@ def train_and_evaluate(config, workdir):
             train_seconds=train_time, epoch_seconds=time.perf_counter() - epoch_start)
         record.update(_method_metrics(sums))
         writer.write({k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()})
-        sums = zero_sums()
+        sums = jax.device_put(step_lib.zero_metrics(config), replicated)
         ckpt.save(done, state, sums)   # after the metrics line: a run killed in between redoes the epoch, once
         settings = ''.join(f'{name} {value:g}, ' for name, value in hparams.items())
         metrics.log(f'epoch {epoch}/{config.num_epochs}: {settings}loss {record["train_loss"]:.4f}, '
                     f'BP/example {record["bp_per_example"]:.2f}, {_accuracies(evaluation, config.eval.steps)}; '
-                    f'{batches * config.batch_size / train_time:.1f} train examples/s, '
+                    f'{ran * config.batch_size / train_time:.1f} train examples/s, '
                     f'ETA {progress.eta(done)}')
         if preemption.reached(done) and epoch < config.num_epochs:   # the signal came during the evaluation
           preempted = f'at the end of epoch {epoch}'
