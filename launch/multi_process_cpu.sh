@@ -11,7 +11,8 @@
 # DEVICES_PER_PROCESS simulated CPU devices per process (XLA_FLAGS=--xla_force_host_platform_device_count); default 1.
 # Process 0 prints here; processes 1, 2, … write process_<i>.log in a temporary folder, printed here if they fail.
 # If one process fails, the others are stopped (TERM, then KILL after 10 s) and the exit code is that of the first
-# process to fail; Ctrl-C stops them all.
+# process to fail; Ctrl-C or TERM to this script passes TERM on, and the processes checkpoint and exit (KILL after
+# 60 s).
 # Environment: ADVJAX_PORT    coordinator port (default: a free port picked by python)
 #              ADVJAX_LOG_DIR keep the logs of processes 1, 2, … in this folder instead of a temporary one
 #              ADVJAX_PYTHON  the python to run (default: python, else python3)
@@ -19,7 +20,8 @@
 # launch/multi_gpu.sh sources this file for run_processes; sourced, it defines functions and runs nothing.
 set -euo pipefail
 
-_stop_grace_s=10
+_stop_grace_s=10      # after a process failed: the others may be stuck in a collective with it
+_preempt_grace_s=60   # after INT or TERM to this script: time for the processes to checkpoint and exit
 
 # The comment block above, as help text.
 _usage_of() {
@@ -116,7 +118,7 @@ run_processes() {
     if ((first_rc != 0 && live > 0)); then
       if ((stopping == 0)); then
         stopping=1
-        kill_at=$((SECONDS + _stop_grace_s))
+        kill_at=$((SECONDS + (_interrupt != 0 ? _preempt_grace_s : _stop_grace_s)))
         for ((i = 0; i < num; i++)); do
           [[ -n ${codes[i]:-} ]] || kill -TERM "${pids[i]}" 2>/dev/null || true
         done

@@ -228,25 +228,40 @@ def test_killed_stateful_run_resumes_exactly(config, state, tmp_path):
   assert_same_run(workdir, tmp_path / 'straight')
 
 
-def two_processes(*args, log_dir):
+def two_processes(*args, log_dir, wait=True):
   """launch/multi_process_cpu.sh: two JAX processes with a localhost coordinator, each with its shard of the data."""
   env = dict(os.environ, PYTHONPATH=REPO, ADVJAX_PYTHON=sys.executable, ADVJAX_LOG_DIR=str(log_dir))
   env.pop('XLA_FLAGS', None)
   env.pop('JAX_COMPILATION_CACHE_DIR', None)   # two processes sharing one cache folder crashed one in a trial run
-  done = subprocess.run([os.path.join(REPO, 'launch', 'multi_process_cpu.sh'), '2', *args],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert done.returncode == 0, done.stdout + done.stderr
-  return done.stdout
+  launch = subprocess.Popen([os.path.join(REPO, 'launch', 'multi_process_cpu.sh'), '2', *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  if not wait:
+    return launch
+  out, err = launch.communicate(timeout=300)
+  assert launch.returncode == 0, out + err
+  return out
 
 
-def test_two_processes_train_and_resume(tmp_path):
-  run = lambda epochs: two_processes(f'--config={QUICKSTART}', f'--workdir={tmp_path / "run"}',
-                                     f'--config.num_epochs={epochs}', '--config.data.num_train=512',
-                                     log_dir=tmp_path / 'logs')
-  first = run(2)
-  assert '2 device(s) in 2 process(es), 8 steps per epoch' in first, first
-  resumed = run(3)
-  assert 'Resuming from the checkpoint of epoch 2' in resumed and resumed.count('Final:') == 1, resumed
+def test_two_processes_are_preempted_together_and_resume(tmp_path):
+  """SIGTERM to the launcher: JAX's preemption sync manager picks one step, both processes checkpoint it and exit."""
+  args = [*QUICKSTART_3, f'--workdir={tmp_path / "run"}', '--config.log_every_steps=1']
+  launch = two_processes(*args, log_dir=tmp_path / 'logs', wait=False)
+  seen = []
+  for line in launch.stdout:   # signal it early in epoch 2, so that the agreed step is still in that epoch
+    seen.append(line)
+    if line.startswith('epoch 2 step 2/'):
+      break
+  assert any(f'2 device(s) in 2 process(es), {QUICKSTART_STEPS} steps per epoch' in line for line in seen), seen
+  started = time.time()
+  launch.send_signal(signal.SIGTERM)
+  out, err = launch.communicate(timeout=90)
+  assert time.time() - started < 60, err
+  assert 'Preempted (sync point) after batch' in out, out + err
+  (mid_epoch,) = [n for n in checkpoints_in(tmp_path / 'run') if n % QUICKSTART_STEPS]
+  resumed = two_processes(*args, log_dir=tmp_path / 'logs')
+  assert (f'Resuming from the checkpoint of epoch 1 and {mid_epoch - QUICKSTART_STEPS} batches of epoch 2'
+          in resumed), resumed
+  assert resumed.count('Final:') == 1
   assert [m['epoch'] for m in metrics_of(tmp_path / 'run')] == [1, 2, 3]   # written once, by process 0
   assert 'epoch 1/' not in (tmp_path / 'logs' / 'process_1.log').read_text()
   last = metrics_of(tmp_path / 'run')[-1]
