@@ -47,7 +47,8 @@ def load_run(workdir):
       accuracy.update({row['attack']: row['accuracy'] for row in rows})
   per_epoch_only = not accuracy and bool(epochs)
   if per_epoch_only:
-    accuracy = {'natural': 100 * epochs[-1]['natural_acc'], f'PGD-{config["eval"]["steps"]}': 100 * epochs[-1]['pgd_acc']}
+    last = epochs[-1]
+    accuracy = {'natural': 100 * last['natural_acc'], f'PGD-{config["eval"]["steps"]}': 100 * last['pgd_acc']}
   return dict(name=os.path.basename(os.path.normpath(workdir)), method=config['method'],
               eps=config['attack']['eps'], epochs=epochs, accuracy=accuracy, per_epoch_only=per_epoch_only)
 

@@ -373,7 +373,8 @@ def test_tensorboard_events_and_the_report_of_runs(straight_quickstart, tmp_path
   table = (out / 'report.md').read_text()
   assert table.splitlines()[0] == '| run | method | natural | PGD-20 | BP/example/epoch | training (s) |'
   last = records[-1]
-  assert f'| {straight_quickstart.name} | fat | {100 * last["natural_acc"]:.2f}* | {100 * last["pgd_acc"]:.2f}* |' in table
+  natural, pgd = 100 * last['natural_acc'], 100 * last['pgd_acc']
+  assert f'| {straight_quickstart.name} | fat | {natural:.2f}* | {pgd:.2f}* |' in table
   assert '| eps_0.1 | fat | 97.50 | 61.25 |' in table
   for plot in ('accuracy_per_epoch.png', 'bp_per_epoch.png', 'eps_sweep.png'):
     assert (out / plot).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
