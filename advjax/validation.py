@@ -156,12 +156,15 @@ def _field(config, dotted):
   return config
 
 
+def _has_checkpoints(workdir):
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints))
+
+
 def check_workdir(config, workdir):
   """Raises ConfigError when `workdir` holds checkpoints of a run whose train state has other shapes."""
   settings = os.path.join(workdir, 'config.json')
-  checkpoints = os.path.join(workdir, 'checkpoints')
-  if not (os.path.isfile(settings) and os.path.isdir(checkpoints)
-          and any(name.isdigit() for name in os.listdir(checkpoints))):
+  if not (os.path.isfile(settings) and _has_checkpoints(workdir)):
     return
   with open(settings) as f:
     previous = json.load(f)
@@ -178,9 +181,7 @@ def check_evaluation(config):
   _require(jax.process_count() == 1, 'evaluation runs in one process: run it on one host, without --distributed')
   settings = os.path.join(config.checkpoint, 'config.json')
   _require(os.path.isfile(settings), f'{settings} not found: --config.checkpoint must be a training workdir')
-  checkpoints = os.path.join(config.checkpoint, 'checkpoints')
-  _require(os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints)),
-           f'no checkpoint in {checkpoints}')
+  _require(_has_checkpoints(config.checkpoint), f'no checkpoint in {os.path.join(config.checkpoint, "checkpoints")}')
   _require(config.protocol in evaluate.PROTOCOLS,
            f'unknown protocol {config.protocol!r}; choose one of {", ".join(evaluate.PROTOCOLS)}')
   if config.protocol == 'custom':
