@@ -5,7 +5,6 @@ import os
 import time
 
 import jax
-import tensorboardX
 from etils import epath
 
 
@@ -23,6 +22,7 @@ class Writer:
     self.path = epath.Path(workdir) / 'metrics.jsonl'
     self._tensorboard = None
     if jax.process_index() == 0:
+      import tensorboardX  # pylint: disable=g-import-not-at-top  # here: it imports PyTorch where that is installed
       self._tensorboard = tensorboardX.SummaryWriter(os.fspath(epath.Path(workdir) / 'tensorboard'))
 
   def _lines(self):

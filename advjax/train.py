@@ -40,6 +40,15 @@ def eval_subset(num_test, num_examples, seed):
   return np.sort(np.random.RandomState(seed).choice(num_test, num_examples, replace=False))
 
 
+def make_loaders(config, dataset, mesh):
+  """The training loader (augmented) and the loader of the test examples evaluated every epoch."""
+  train = pipeline.Loader(mesh, dataset.train_images, dataset.train_labels, config.batch_size,
+                          crop_padding=config.data.crop_padding, flip=config.data.flip)
+  rows = eval_subset(len(dataset.test_labels), config.eval.num_examples, config.data.seed)
+  test = pipeline.Loader(mesh, dataset.test_images[rows], dataset.test_labels[rows], config.eval.batch_size)
+  return train, test
+
+
 def evaluate(eval_step, loader, variables, key):
   """Natural and PGD accuracy over a test set on the devices, the last batch padded and masked."""
   sums = {}
@@ -134,39 +143,32 @@ def train_and_evaluate(config, workdir):
   if jax.process_index() == 0:
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)   # a local path or gs://
     (epath.Path(workdir) / 'config.json').write_text(config.to_json(indent=2))
-  eval_rows = eval_subset(len(dataset.test_labels), config.eval.num_examples, config.data.seed)
-  num_eval = len(eval_rows)
   mesh = ts.make_mesh()
-  train_loader = pipeline.Loader(mesh, dataset.train_images, dataset.train_labels, config.batch_size,
-                                 crop_padding=config.data.crop_padding, flip=config.data.flip)
-  test_loader = pipeline.Loader(mesh, dataset.test_images[eval_rows], dataset.test_labels[eval_rows],
-                                config.eval.batch_size)
+  train_loader, test_loader = make_loaders(config, dataset, mesh)
   steps_per_epoch = train_loader.batches_per_epoch
   init_key, attack_key, data_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
 
   model = build_model(config, dataset.num_classes)
   tx = step_lib.make_optimizer(config, steps_per_epoch)
   state = create_state(config, model, tx, dataset.train_images.shape[1:], len(dataset.train_labels), init_key, mesh)
-  name = dataset.name
+  metrics.log(f'{config.method} on {dataset.name}: {train_loader.num_examples} train / {test_loader.num_examples} test '
+              f'examples, {config.model.name} ({config.model.dtype}), {jax.device_count()} device(s) in '
+              f'{jax.process_count()} process(es), {steps_per_epoch} steps per epoch.')
   del dataset   # each process keeps only its shards, in the loaders
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
-  replicated = NamedSharding(mesh, P())   # the metric sums, placed as the step returns them: it compiles once
   state, sums, batches_done = ckpt.restore(state, step_lib.zero_metrics(config))
-  sums = jax.device_put(sums, replicated)
   first_epoch, skip = batches_done // steps_per_epoch + 1, batches_done % steps_per_epoch
   if batches_done:
     metrics.log(f'Resuming from the checkpoint of epoch {first_epoch - 1}'
                 + (f' and {skip} batches of epoch {first_epoch}' if skip else '') + f' in {workdir}.')
-
+  replicated = NamedSharding(mesh, P())   # the metric sums, placed as the step returns them: it compiles once
+  sums = jax.device_put(sums, replicated)
   train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
   eval_step = step_lib.make_eval_step(model, config, mesh, eval_key)
-
   writer = metrics.Writer(workdir)
   writer.drop_after(first_epoch - 1)
   progress = metrics.Progress(config.num_epochs * steps_per_epoch)
-  metrics.log(f'{config.method} on {name}: {train_loader.num_examples} train / '
-              f'{num_eval} test examples, {config.model.name} ({config.model.dtype}), {jax.device_count()} '
-              f'device(s) in {jax.process_count()} process(es), {steps_per_epoch} steps per epoch.')
+
   evaluation, preempted = None, None
   try:
     with Preemption() as preemption:
@@ -176,29 +178,21 @@ def train_and_evaluate(config, workdir):
         state, sums, batches = train_epoch(train_step, train_loader, state, sums, hparams, epoch=epoch, skip=skip,
                                            key=data_key, config=config, progress=progress, preemption=preemption,
                                            ckpt=ckpt)
-        train_time = time.perf_counter() - epoch_start
+        train_seconds = time.perf_counter() - epoch_start
         done = (epoch - 1) * steps_per_epoch + batches
         if batches < steps_per_epoch:   # preempted mid-epoch: saved where it is, with the epoch's sums so far
           ckpt.save(done, state, sums)
           preempted = f'after batch {batches} of epoch {epoch}'
           break
-        ran, skip = batches - skip, 0
         evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
-        record = dict(
-            epoch=epoch, step=epoch * steps_per_epoch, **hparams,
-            lr=schedules.value_at(config.lr_schedule, epoch, config.lr_interpolation),
-            train_loss=sums['loss'] / sums['examples'], train_adv_acc=sums['adv_correct'] / sums['examples'],
-            bp_per_example=sums['attack_steps'] / sums['examples'], **evaluation,
-            train_seconds=train_time, epoch_seconds=time.perf_counter() - epoch_start)
-        record.update(_method_metrics(sums))
-        writer.write({k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()})
+        record = epoch_record(config, epoch, done, hparams, sums, evaluation,
+                              train_seconds=train_seconds, epoch_seconds=time.perf_counter() - epoch_start)
+        writer.write(record)
         sums = jax.device_put(step_lib.zero_metrics(config), replicated)
         ckpt.save(done, state, sums)   # after the metrics line: a run killed in between redoes the epoch, once
-        settings = ''.join(f'{name} {value:g}, ' for name, value in hparams.items())
-        metrics.log(f'epoch {epoch}/{config.num_epochs}: {settings}loss {record["train_loss"]:.4f}, '
-                    f'BP/example {record["bp_per_example"]:.2f}, {_accuracies(evaluation, config.eval.steps)}; '
-                    f'{ran * config.batch_size / train_time:.1f} train examples/s, '
-                    f'ETA {progress.eta(done)}')
+        log_epoch(config, hparams, record, eta=progress.eta(done),
+                  examples_per_second=(batches - skip) * config.batch_size / train_seconds)
+        skip = 0
         if preemption.reached(done) and epoch < config.num_epochs:   # the signal came during the evaluation
           preempted = f'at the end of epoch {epoch}'
           break
@@ -211,11 +205,28 @@ def train_and_evaluate(config, workdir):
     return state, None
   if evaluation is None:   # nothing left to train: report the restored state
     evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
-  metrics.log(f'Final: natural accuracy {100 * evaluation["natural_acc"]:.2f}%, '
-              f'PGD-{config.eval.steps} accuracy {100 * evaluation["pgd_acc"]:.2f}% ({num_eval} test examples)'
+  metrics.log(f'Final: natural accuracy {100 * evaluation["natural_acc"]:.2f}%, PGD-{config.eval.steps} accuracy '
+              f'{100 * evaluation["pgd_acc"]:.2f}% ({test_loader.num_examples} test examples)'
               + (f'; EMA weights {100 * evaluation["ema_natural_acc"]:.2f}% / {100 * evaluation["ema_pgd_acc"]:.2f}%.'
                  if 'ema_pgd_acc' in evaluation else '.'))
   return state, evaluation
+
+
+def epoch_record(config, epoch, step, hparams, sums, evaluation, **timings):
+  """The JSON line of a finished epoch: its hyperparameters, training means (from the epoch's metric sums),
+  evaluation and timings."""
+  record = dict(
+      epoch=epoch, step=step, **hparams, lr=schedules.value_at(config.lr_schedule, epoch, config.lr_interpolation),
+      train_loss=sums['loss'] / sums['examples'], train_adv_acc=sums['adv_correct'] / sums['examples'],
+      bp_per_example=sums['attack_steps'] / sums['examples'], **_method_metrics(sums), **evaluation, **timings)
+  return {k: float(v) if isinstance(v, (np.floating, np.integer)) else v for k, v in record.items()}
+
+
+def log_epoch(config, hparams, record, *, examples_per_second, eta):
+  settings = ''.join(f'{name} {value:g}, ' for name, value in hparams.items())
+  metrics.log(f'epoch {record["epoch"]}/{config.num_epochs}: {settings}loss {record["train_loss"]:.4f}, '
+              f'BP/example {record["bp_per_example"]:.2f}, {_accuracies(record, config.eval.steps)}; '
+              f'{examples_per_second:.1f} train examples/s, ETA {eta}')
 
 
 def _method_metrics(sums):

@@ -6,10 +6,14 @@ import tempfile
 # Must happen before jax is imported anywhere.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-# One compilation cache for the session, inherited by the `advjax.main` subprocesses: the tests start the same
-# program many times (a run, its killed twin, its resumption), and each would otherwise compile it afresh.
-_CACHE = None if 'JAX_COMPILATION_CACHE_DIR' in os.environ else tempfile.mkdtemp(prefix='advjax_test_jax_cache_')
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE or '')
+# One compilation cache per test process (each pytest-xdist worker its own: one cache written by two processes at
+# once crashed one in a trial), inherited by its `advjax.main` subprocesses: the tests start the same program many
+# times (a run, its killed twin, its resumption), and each would otherwise compile it afresh. A cache the user set is
+# left alone.
+_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ or os.environ.get('ADVJAX_TEST_OWN_CACHE'):
+  _CACHE = os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='advjax_test_jax_cache_')
+  os.environ['ADVJAX_TEST_OWN_CACHE'] = '1'
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')
 

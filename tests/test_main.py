@@ -3,6 +3,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,17 +79,6 @@ def test_invalid_config_exits_2_with_one_line(args, message, tmp_path, tmp_path_
   assert time.perf_counter() - started < 20
 
 
-def test_a_workdir_of_another_model_exits_2_and_keeps_its_files(tmp_path):
-  first = advjax(f'--config={QUICKSTART}', f'--workdir={tmp_path}', '--config.num_epochs=1')
-  assert first.wait(timeout=300) == 0, first.stderr.read()
-  before = {path: path.read_bytes() for path in tmp_path.rglob('*') if path.is_file()}
-  run = advjax(f'--config={QUICKSTART}', f'--workdir={tmp_path}', '--config.model.name=small_cnn')
-  _, err = run.communicate(timeout=120)
-  assert run.returncode == 2 and len(err.strip().splitlines()) == 1, err
-  assert f"{tmp_path} holds checkpoints of a run with model.name 'tiny_cnn', not 'small_cnn'" in err, err
-  assert {path: path.read_bytes() for path in tmp_path.rglob('*') if path.is_file()} == before
-
-
 def test_missing_config_file_exits_2(tmp_path):
   run = advjax('--config=configs/nothere.py', f'--workdir={tmp_path}')
   _, err = run.communicate(timeout=60)
@@ -149,6 +139,17 @@ def straight_quickstart(tmp_path_factory):
   run = advjax(*QUICKSTART_3, f'--workdir={workdir}')
   assert run.wait(timeout=300) == 0, run.stderr.read()
   return workdir
+
+
+def test_a_workdir_of_another_model_exits_2_and_keeps_its_files(straight_quickstart, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(straight_quickstart, workdir)
+  before = {path: path.read_bytes() for path in workdir.rglob('*') if path.is_file()}
+  run = advjax(f'--config={QUICKSTART}', f'--workdir={workdir}', '--config.model.name=small_cnn')
+  _, err = run.communicate(timeout=120)
+  assert run.returncode == 2 and len(err.strip().splitlines()) == 1, err
+  assert f"{workdir} holds checkpoints of a run with model.name 'tiny_cnn', not 'small_cnn'" in err, err
+  assert {path: path.read_bytes() for path in workdir.rglob('*') if path.is_file()} == before
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(straight_quickstart, tmp_path):
@@ -242,42 +243,32 @@ def two_processes(*args, log_dir, wait=True):
   return out
 
 
-def test_two_processes_are_preempted_together_and_resume(tmp_path):
-  """SIGTERM to the launcher: JAX's preemption sync manager picks one step, both processes checkpoint it and exit."""
-  args = [*QUICKSTART_3, f'--workdir={tmp_path / "run"}', '--config.log_every_steps=1']
-  launch = two_processes(*args, log_dir=tmp_path / 'logs', wait=False)
-  seen = []
+def test_two_processes_are_preempted_together_and_resume_exactly(tmp_path):
+  """FGSM-PGI EP over two JAX processes, its per-example memory split between them. SIGTERM to the launcher: JAX's
+  preemption sync manager picks one step, both processes checkpoint it and exit 0; the rerun resumes there and ends as
+  an uninterrupted two-process run does (metrics, weights, optimiser and memory)."""
+  args = ['--config=configs/fgsm_pgi.py:digits,ep', '--config.num_epochs=2', '--config.log_every_steps=1']
+  straight = two_processes(*args, f'--workdir={tmp_path / "straight"}', log_dir=tmp_path / 'logs')
+  assert f'2 device(s) in 2 process(es), {QUICKSTART_STEPS} steps per epoch' in straight, straight
+
+  workdir = tmp_path / 'run'
+  launch = two_processes(*args, f'--workdir={workdir}', log_dir=tmp_path / 'logs', wait=False)
   for line in launch.stdout:   # signal it early in epoch 2, so that the agreed step is still in that epoch
-    seen.append(line)
     if line.startswith('epoch 2 step 2/'):
       break
-  assert any(f'2 device(s) in 2 process(es), {QUICKSTART_STEPS} steps per epoch' in line for line in seen), seen
   started = time.time()
   launch.send_signal(signal.SIGTERM)
   out, err = launch.communicate(timeout=90)
-  assert time.time() - started < 60, err
+  assert time.time() - started < 60, err   # the launcher itself exits 143, as a TERMed script does
   assert 'Preempted (sync point) after batch' in out, out + err
-  (mid_epoch,) = [n for n in checkpoints_in(tmp_path / 'run') if n % QUICKSTART_STEPS]
-  resumed = two_processes(*args, log_dir=tmp_path / 'logs')
+  (mid_epoch,) = [n for n in checkpoints_in(workdir) if n % QUICKSTART_STEPS]
+  resumed = two_processes(*args, f'--workdir={workdir}', log_dir=tmp_path / 'logs')
   assert (f'Resuming from the checkpoint of epoch 1 and {mid_epoch - QUICKSTART_STEPS} batches of epoch 2'
           in resumed), resumed
-  assert resumed.count('Final:') == 1
-  assert [m['epoch'] for m in metrics_of(tmp_path / 'run')] == [1, 2, 3]   # written once, by process 0
+  assert [m['epoch'] for m in metrics_of(workdir)] == [1, 2]   # written once, by process 0
   assert 'epoch 1/' not in (tmp_path / 'logs' / 'process_1.log').read_text()
-  last = metrics_of(tmp_path / 'run')[-1]
-  assert last['natural_acc'] > 0.5 and (last['natural_acc'] * 360) % 1 < 1e-6   # all 360 test digits, once
-
-
-def test_per_example_memory_across_two_processes(tmp_path):
-  """FGSM-PGI EP's memory, its rows split between two processes and checkpointed by both: stopped after one epoch and
-  resumed, the run ends as an uninterrupted two-process run does."""
-  args = ['--config=configs/fgsm_pgi.py:digits,ep', '--config.data.num_train=512']
-  run = lambda name, epochs: two_processes(*args, f'--workdir={tmp_path / name}', f'--config.num_epochs={epochs}',
-                                           log_dir=tmp_path / 'logs')
-  run('straight', 2)
-  run('resumed', 1)
-  assert 'Resuming from the checkpoint of epoch 1' in run('resumed', 2)
-  assert_same_run(tmp_path / 'resumed', tmp_path / 'straight')
+  assert metrics_of(workdir)[-1]['natural_acc'] * 360 % 1 < 1e-6   # all 360 test digits, once
+  assert_same_run(workdir, tmp_path / 'straight')
 
 
 needs_data = pytest.mark.skipif(not os.environ.get('ADVJAX_DATA_DIR'),
