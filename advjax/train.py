@@ -156,11 +156,7 @@ def train_and_evaluate(config, workdir):
               f'{jax.process_count()} process(es), {steps_per_epoch} steps per epoch.')
   del dataset   # each process keeps only its shards, in the loaders
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
-  state, sums, batches_done = ckpt.restore(state, step_lib.zero_metrics(config))
-  first_epoch, skip = batches_done // steps_per_epoch + 1, batches_done % steps_per_epoch
-  if batches_done:
-    metrics.log(f'Resuming from the checkpoint of epoch {first_epoch - 1}'
-                + (f' and {skip} batches of epoch {first_epoch}' if skip else '') + f' in {workdir}.')
+  state, sums, first_epoch, skip = resume(ckpt, state, config, steps_per_epoch, workdir)
   replicated = NamedSharding(mesh, P())   # the metric sums, placed as the step returns them: it compiles once
   sums = jax.device_put(sums, replicated)
   train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
@@ -205,11 +201,19 @@ def train_and_evaluate(config, workdir):
     return state, None
   if evaluation is None:   # nothing left to train: report the restored state
     evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
-  metrics.log(f'Final: natural accuracy {100 * evaluation["natural_acc"]:.2f}%, PGD-{config.eval.steps} accuracy '
-              f'{100 * evaluation["pgd_acc"]:.2f}% ({test_loader.num_examples} test examples)'
-              + (f'; EMA weights {100 * evaluation["ema_natural_acc"]:.2f}% / {100 * evaluation["ema_pgd_acc"]:.2f}%.'
-                 if 'ema_pgd_acc' in evaluation else '.'))
+  log_final(config, evaluation, test_loader.num_examples)
   return state, evaluation
+
+
+def resume(ckpt, state, config, steps_per_epoch, workdir):
+  """The state and metric sums of the latest checkpoint (else the initial ones), the epoch to go on with and the
+  batches of it already done."""
+  state, sums, batches_done = ckpt.restore(state, step_lib.zero_metrics(config))
+  epoch, skip = batches_done // steps_per_epoch + 1, batches_done % steps_per_epoch
+  if batches_done:
+    metrics.log(f'Resuming from the checkpoint of epoch {epoch - 1}'
+                + (f' and {skip} batches of epoch {epoch}' if skip else '') + f' in {workdir}.')
+  return state, sums, epoch, skip
 
 
 def epoch_record(config, epoch, step, hparams, sums, evaluation, **timings):
@@ -227,6 +231,13 @@ def log_epoch(config, hparams, record, *, examples_per_second, eta):
   metrics.log(f'epoch {record["epoch"]}/{config.num_epochs}: {settings}loss {record["train_loss"]:.4f}, '
               f'BP/example {record["bp_per_example"]:.2f}, {_accuracies(record, config.eval.steps)}; '
               f'{examples_per_second:.1f} train examples/s, ETA {eta}')
+
+
+def log_final(config, evaluation, num_test):
+  metrics.log(f'Final: natural accuracy {100 * evaluation["natural_acc"]:.2f}%, PGD-{config.eval.steps} accuracy '
+              f'{100 * evaluation["pgd_acc"]:.2f}% ({num_test} test examples)'
+              + (f'; EMA weights {100 * evaluation["ema_natural_acc"]:.2f}% / {100 * evaluation["ema_pgd_acc"]:.2f}%.'
+                 if 'ema_pgd_acc' in evaluation else '.'))
 
 
 def _method_metrics(sums):
