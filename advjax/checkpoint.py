@@ -3,7 +3,8 @@
 A checkpoint is named by the number of training batches done and holds the train state and the running metric sums
 of the epoch in progress; with the seed, that fixes the RNG and the data order, so a resumed run continues exactly.
 orbax writes each checkpoint to a temporary directory and renames it when complete, so a run killed mid-write leaves
-no checkpoint under that name; one that is there but cannot be read is moved to `workdir/damaged_checkpoints/`
+no checkpoint under that name (the temporary directory is removed when the run restarts); one that is there but cannot
+be read is moved to `workdir/damaged_checkpoints/`
 with a warning and the previous one is used.
 """
 import os
@@ -22,7 +23,7 @@ class Checkpointer:
     self._workdir = _absolute(workdir)
     self._manager = ocp.CheckpointManager(
         self._workdir / 'checkpoints', item_names=('state', 'progress'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True))
 
   def latest(self):
     """Batches done at the latest checkpoint, 0 if there is none."""
@@ -45,15 +46,6 @@ class Checkpointer:
       sums = {name: jnp.asarray(restored.progress['epoch_sums'][name], jnp.float32) for name in epoch_sums}
       return restored.state, sums, batches_done
     return state, epoch_sums, 0
-
-  def restore_latest(self):
-    """The latest checkpoint's train state as a tree of numpy arrays, whatever devices or processes wrote it (for
-    evaluation and inspection: no target state needed)."""
-    path = self.path(self.latest()) / 'state'
-    with ocp.PyTreeCheckpointer() as reader:
-      tree = reader.metadata(path).item_metadata.tree
-      as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-      return reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
 
   def save(self, batches_done, state, epoch_sums):
     """Asynchronous; `epoch_sums` are the metric sums of the epoch in progress (zeros at an epoch's end)."""
@@ -83,3 +75,19 @@ def _absolute(workdir):
   """orbax wants an absolute path; a URL (gs://...) is one already."""
   return epath.Path(workdir if '://' in str(workdir) else os.path.abspath(workdir))
 
+
+def latest_state(workdir):
+  """The train state of a workdir's latest checkpoint as a tree of numpy arrays, whatever devices or processes wrote
+  it (for evaluation and inspection: no target state needed). Read-only: safe while the run is still training."""
+  folder = _absolute(workdir) / 'checkpoints'
+  steps = [int(path.name) for path in folder.iterdir() if path.name.isdigit() and ocp.utils.is_checkpoint_finalized(
+      path)] if folder.exists() else []   # not a CheckpointManager: it would tidy a folder another run writes to
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint in {folder}')
+  path = folder / str(max(steps)) / 'state'
+  reader = ocp.PyTreeCheckpointHandler()   # the item's own handler: a Checkpointer would look for step metadata here
+  try:
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), reader.metadata(path).tree)
+    return reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+  finally:
+    reader.close()

@@ -64,13 +64,13 @@ def custom_attacks(spec, eps, step_size, random_start=True):
   PGD and CW take `step_size` and start uniformly in the ball when `random_start`, FGSM too.
   """
   init = 'uniform' if random_start else 'none'
-  fixed = {'fgsm': functools.partial(attacks.fgsm, eps=eps, init=init),
-           **{name.lower(): attack for name, attack in standard_stages(eps)}}
+  named = (('FGSM', functools.partial(attacks.fgsm, eps=eps, init=init)), *standard_stages(eps))
+  fixed = {name.lower(): (name, attack) for name, attack in named}   # rows named as in the protocols' tables
   stages = []
-  for name in filter(None, (part.strip() for part in spec.split(','))):
+  for name in filter(None, (part.strip().lower() for part in spec.split(","))):
     kind, _, steps = name.partition('-')
     if name in fixed:
-      stages.append((name, fixed[name]))
+      stages.append(fixed[name])
     elif kind in ('pgd', 'cw') and steps.isdigit():
       loss = attacks.losses.margin(50.0) if kind == 'cw' else attacks.losses.cross_entropy
       stages.append((name.upper(), _pgd(eps, step_size, int(steps), init, loss)))
@@ -158,7 +158,7 @@ def run(config):
   trained.data.num_test = config.num_examples
   dataset = data.load(trained.data)
   model = models.from_config(trained.model, dataset.num_classes)   # eval mode only: no BatchNorm axis
-  state = checkpoint.Checkpointer(config.checkpoint).restore_latest()
+  state = checkpoint.latest_state(config.checkpoint)
   params = state['ema'] if config.weights == 'ema' else dict(params=state['params'], batch_stats=state['batch_stats'])
   logits_fn = lambda variables, x: model.apply(variables, x, train=False)
   eps = config.eps if config.eps > 0 else None

@@ -68,7 +68,7 @@ def main():
   assert config.model.name == 'tiny_cnn', 'the PyTorch copy covers tiny_cnn only'
   dataset = data.load(config.data)
   images, labels = dataset.test_images[:args.num], dataset.test_labels[:args.num]
-  state = checkpoint.Checkpointer(workdir).restore_latest()
+  state = checkpoint.latest_state(workdir)
   variables = dict(params=state['params'], batch_stats=state['batch_stats'])
   model = models.get_model('tiny_cnn', dataset.num_classes)
   logits_fn = lambda v, x: model.apply(v, x, train=False)

@@ -160,7 +160,7 @@ def autoattack_of_run(label, config_name, variant, overrides, result, args):
   config = fast_config(config_name, variant, overrides, args)
   dataset = data.load(config.data)
   model = train.build_model(config, dataset.num_classes)
-  state = checkpoint.Checkpointer(os.path.join(args.workdir, args.suite, run_dir(label))).restore_latest()
+  state = checkpoint.latest_state(os.path.join(args.workdir, args.suite, run_dir(label)))
   logits_fn, _, aa_stages = fast_protocol(model)
   survivors = result['survivors']
   if not survivors:

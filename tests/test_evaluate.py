@@ -64,8 +64,8 @@ def test_sanity_warnings():
 def test_custom_attack_lists(model_and_data):
   logits_fn, images, labels = model_and_data
   stages = evaluate.custom_attacks('fgsm, pgd-5, cw-5, apgd-ce', eps=0.1, step_size=0.025)
-  assert [name for name, _ in stages] == ['fgsm', 'PGD-5', 'CW-5', 'apgd-ce']
+  assert [name for name, _ in stages] == ['FGSM', 'PGD-5', 'CW-5', 'APGD-CE']
   result = evaluate.evaluate(logits_fn, {}, images[:60], labels[:60], stages[:3], eps=0.1, batch_size=60)
-  assert [r['attack'] for r in result['rows']] == ['natural', 'fgsm', 'PGD-5', 'CW-5']
+  assert [r['attack'] for r in result['rows']] == ['natural', 'FGSM', 'PGD-5', 'CW-5']
   with pytest.raises(ValueError, match="unknown attack 'pgd'"):
     evaluate.custom_attacks('pgd', eps=0.1, step_size=0.025)

@@ -87,7 +87,7 @@ def test_missing_config_file_exits_2(tmp_path):
 
 def checkpoint_of(workdir):
   """The latest checkpoint's state, as a tree of numpy arrays: weights, optimiser, the method's state and memory."""
-  return checkpoint.Checkpointer(workdir).restore_latest()
+  return checkpoint.latest_state(workdir)
 
 
 def metrics_of(workdir):
@@ -183,16 +183,19 @@ def test_preemption_checkpoints_mid_epoch_and_the_rerun_matches(signal_number, s
   assert_same_run(tmp_path, straight_quickstart)
 
 
-def test_a_damaged_checkpoint_is_skipped_with_a_warning(straight_quickstart, tmp_path):
+def test_damaged_and_unfinished_checkpoints_are_skipped(straight_quickstart, tmp_path):
   args = [*QUICKSTART_3, f'--workdir={tmp_path}']
   first = advjax(*args[:-1], '--config.num_epochs=2', args[-1])
   assert first.wait(timeout=300) == 0, first.stderr.read()
   latest = tmp_path / 'checkpoints' / str(2 * QUICKSTART_STEPS)
-  for path in latest.rglob('*'):   # a disk that lost the data: every file truncated
+  unfinished = tmp_path / 'checkpoints' / f'{3 * QUICKSTART_STEPS}.orbax-checkpoint-tmp-1700000000'
+  shutil.copytree(latest, unfinished)   # and what a kill while writing the next one leaves
+  for path in [*latest.rglob('*'), *unfinished.rglob('*')]:   # a disk that lost the data: every file truncated
     if path.is_file():
       path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
   out, err = advjax(*args).communicate(timeout=300)
   assert f'warning: checkpoint {latest} cannot be read' in err, err
+  assert not unfinished.exists()
   assert 'Resuming from the checkpoint of epoch 1 in' in out, out
   assert (tmp_path / 'damaged_checkpoints' / str(2 * QUICKSTART_STEPS)).is_dir()   # kept, out of the way
   assert_same_run(tmp_path, straight_quickstart)
