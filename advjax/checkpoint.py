@@ -4,8 +4,7 @@ A checkpoint is named by the number of training batches done and holds the train
 of the epoch in progress; with the seed, that fixes the RNG and the data order, so a resumed run continues exactly.
 orbax writes each checkpoint to a temporary directory and renames it when complete, so a run killed mid-write leaves
 no checkpoint under that name (the temporary directory is removed when the run restarts); one that is there but cannot
-be read is moved to `workdir/damaged_checkpoints/`
-with a warning and the previous one is used.
+be read is moved to `workdir/damaged_checkpoints/` with a warning and the previous one is used.
 """
 import os
 import sys
@@ -79,9 +78,9 @@ def _absolute(workdir):
 def latest_state(workdir):
   """The train state of a workdir's latest checkpoint as a tree of numpy arrays, whatever devices or processes wrote
   it (for evaluation and inspection: no target state needed). Read-only: safe while the run is still training."""
-  folder = _absolute(workdir) / 'checkpoints'
-  steps = [int(path.name) for path in folder.iterdir() if path.name.isdigit() and ocp.utils.is_checkpoint_finalized(
-      path)] if folder.exists() else []   # not a CheckpointManager: it would tidy a folder another run writes to
+  folder = _absolute(workdir) / 'checkpoints'   # listed here: a CheckpointManager would tidy a running run's folder
+  paths = folder.iterdir() if folder.exists() else []
+  steps = [int(path.name) for path in paths if path.name.isdigit() and ocp.utils.is_checkpoint_finalized(path)]
   if not steps:
     raise FileNotFoundError(f'no checkpoint in {folder}')
   path = folder / str(max(steps)) / 'state'
