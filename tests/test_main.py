@@ -248,7 +248,7 @@ def two_processes(*args, log_dir, wait=True):
 
 def test_two_processes_are_preempted_together_and_resume_exactly(tmp_path):
   """FGSM-PGI EP over two JAX processes, its per-example memory split between them. SIGTERM to the launcher: JAX's
-  preemption sync manager picks one step, both processes checkpoint it and exit 0; the rerun resumes there and ends as
+  preemption sync manager picks one step, both processes checkpoint it and stop; the rerun resumes there and ends as
   an uninterrupted two-process run does (metrics, weights, optimiser and memory)."""
   args = ['--config=configs/fgsm_pgi.py:digits,ep', '--config.num_epochs=2', '--config.log_every_steps=1']
   straight = two_processes(*args, f'--workdir={tmp_path / "straight"}', log_dir=tmp_path / 'logs')
