@@ -76,6 +76,9 @@ def plots(runs, out):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   written = []
 
+  def style(i):   # matplotlib's colours repeat after 10: the next ten runs are dashed, with square markers
+    return dict(color=f'C{i % 10}', linestyle='-' if i % 20 < 10 else '--', marker='o' if i % 20 < 10 else 's')
+
   def save(fig, name):
     fig.tight_layout()
     fig.savefig(os.path.join(out, name), dpi=120)
@@ -83,32 +86,32 @@ def plots(runs, out):
     written.append(os.path.join(out, name))
 
   fig, (natural, robust) = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-  for run in runs:
+  for i, run in enumerate(runs):
     epochs = [e['epoch'] for e in run['epochs']]
-    natural.plot(epochs, [100 * e['natural_acc'] for e in run['epochs']], marker='o', label=run['name'])
-    robust.plot(epochs, [100 * e['pgd_acc'] for e in run['epochs']], marker='o', label=run['name'])
+    natural.plot(epochs, [100 * e['natural_acc'] for e in run['epochs']], label=run['name'], **style(i))
+    robust.plot(epochs, [100 * e['pgd_acc'] for e in run['epochs']], label=run['name'], **style(i))
   natural.set(xlabel='epoch', ylabel='accuracy (%)', title='natural')
   robust.set(xlabel='epoch', ylabel='accuracy (%)', title='PGD (per-epoch evaluation)')
-  robust.legend(fontsize=7)
+  robust.legend(fontsize=7, loc='center left', bbox_to_anchor=(1, 0.5))   # beside the plot: many runs
   save(fig, 'accuracy_per_epoch.png')
 
   fig, ax = plt.subplots(figsize=(6, 4))
-  for run in runs:
-    ax.plot([e['epoch'] for e in run['epochs']], [e['bp_per_example'] for e in run['epochs']], marker='o',
-            label=run['name'])
+  for i, run in enumerate(runs):
+    ax.plot([e['epoch'] for e in run['epochs']], [e['bp_per_example'] for e in run['epochs']], label=run['name'],
+            **style(i))
   ax.set(xlabel='epoch', ylabel='gradient steps per example (BP)', title='BP per epoch')
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1, 0.5))
   save(fig, 'bp_per_epoch.png')
 
   if len({run['eps'] for run in runs}) > 1:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method in sorted({run['method'] for run in runs}):
+    for i, method in enumerate(sorted({run['method'] for run in runs})):   # a colour per method
       mine = sorted((run for run in runs if run['method'] == method), key=lambda run: run['eps'])
-      for key, style in (('natural_acc', '--'), ('pgd_acc', '-')):
-        ax.plot([run['eps'] for run in mine], [100 * run['epochs'][-1][key] for run in mine], style, marker='o',
-                label=f'{method} {"natural" if key == "natural_acc" else "PGD"}')
+      for key, line in (('natural_acc', '--'), ('pgd_acc', '-')):
+        ax.plot([run['eps'] for run in mine], [100 * run['epochs'][-1][key] for run in mine], line, marker='o',
+                color=f'C{i % 10}', label=f'{method} {"natural" if key == "natural_acc" else "PGD"}')
     ax.set(xlabel='eps_train', ylabel='final accuracy (%)', title='Accuracy against the training eps')
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1, 0.5))
     save(fig, 'eps_sweep.png')
   return written
 
