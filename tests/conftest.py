@@ -26,6 +26,12 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_CACHE, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(items):
+  """Whole runs and train steps first: pytest-xdist hands tests out in order, and a long one left to the end would
+  keep one worker busy alone."""
+  items.sort(key=lambda item: item.path.name not in ('test_main.py', 'test_train_step.py'))
+
+
 @pytest.fixture(scope='session')
 def digits_model():
   """(logits_fn, x, y): a tanh MLP trained on scikit-learn's digits in a few seconds, and 400 test digits."""

@@ -289,7 +289,7 @@ def test_paper_configs_pass_validation(name):
 
 @needs_data
 def test_fat_config_trains_on_a_cifar10_subset(tmp_path):
-  run = advjax('--config=configs/fat.py', f'--workdir={tmp_path}', '--config.model.name=small_cnn',
+  run = advjax('--config=configs/fat.py', f'--workdir={tmp_path}', '--config.model.name=tiny_cnn',   # compiles fast
                '--config.data.num_train=128', '--config.data.num_test=64', '--config.batch_size=64',
                '--config.eval.batch_size=64', '--config.num_epochs=1', '--config.log_every_steps=1')
   out, err = run.communicate(timeout=600)
