@@ -67,7 +67,7 @@ def custom_attacks(spec, eps, step_size, random_start=True):
   named = (('FGSM', functools.partial(attacks.fgsm, eps=eps, init=init)), *standard_stages(eps))
   fixed = {name.lower(): (name, attack) for name, attack in named}   # rows named as in the protocols' tables
   stages = []
-  for name in filter(None, (part.strip().lower() for part in spec.split(","))):
+  for name in filter(None, (part.strip().lower() for part in spec.split(','))):
     kind, _, steps = name.partition('-')
     if name in fixed:
       stages.append(fixed[name])
