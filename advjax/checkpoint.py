@@ -75,15 +75,21 @@ def _absolute(workdir):
   return epath.Path(workdir if '://' in str(workdir) else os.path.abspath(workdir))
 
 
+def finished_steps(workdir):
+  """The names (batches done) of a workdir's complete checkpoints, in order. Listed here, not by a CheckpointManager:
+  one would tidy the folder of a run still writing to it."""
+  folder = _absolute(workdir) / 'checkpoints'
+  paths = folder.iterdir() if folder.exists() else []
+  return sorted(int(path.name) for path in paths if path.name.isdigit() and ocp.utils.is_checkpoint_finalized(path))
+
+
 def latest_state(workdir):
   """The train state of a workdir's latest checkpoint as a tree of numpy arrays, whatever devices or processes wrote
   it (for evaluation and inspection: no target state needed). Read-only: safe while the run is still training."""
-  folder = _absolute(workdir) / 'checkpoints'   # listed here: a CheckpointManager would tidy a running run's folder
-  paths = folder.iterdir() if folder.exists() else []
-  steps = [int(path.name) for path in paths if path.name.isdigit() and ocp.utils.is_checkpoint_finalized(path)]
+  steps = finished_steps(workdir)
   if not steps:
-    raise FileNotFoundError(f'no checkpoint in {folder}')
-  path = folder / str(max(steps)) / 'state'
+    raise FileNotFoundError(f'no checkpoint in {_absolute(workdir) / "checkpoints"}')
+  path = _absolute(workdir) / 'checkpoints' / str(steps[-1]) / 'state'
   reader = ocp.PyTreeCheckpointHandler()   # the item's own handler: a Checkpointer would look for step metadata here
   try:
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), reader.metadata(path).tree)

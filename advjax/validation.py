@@ -5,7 +5,7 @@ import os
 import jax
 import ml_collections
 
-from advjax import data, evaluate, methods, models, objectives
+from advjax import checkpoint, data, evaluate, methods, models, objectives
 
 ATTACK_INITS = ('uniform', 'gaussian', 'none')
 ATTACK_LOSSES = ('ce', 'kl', 'cw')
@@ -156,15 +156,10 @@ def _field(config, dotted):
   return config
 
 
-def _has_checkpoints(workdir):
-  checkpoints = os.path.join(workdir, 'checkpoints')
-  return os.path.isdir(checkpoints) and any(name.isdigit() for name in os.listdir(checkpoints))
-
-
 def check_workdir(config, workdir):
   """Raises ConfigError when `workdir` holds checkpoints of a run whose train state has other shapes."""
   settings = os.path.join(workdir, 'config.json')
-  if not (os.path.isfile(settings) and _has_checkpoints(workdir)):
+  if not (os.path.isfile(settings) and checkpoint.finished_steps(workdir)):
     return
   with open(settings) as f:
     previous = json.load(f)
@@ -181,7 +176,8 @@ def check_evaluation(config):
   _require(jax.process_count() == 1, 'evaluation runs in one process: run it on one host, without --distributed')
   settings = os.path.join(config.checkpoint, 'config.json')
   _require(os.path.isfile(settings), f'{settings} not found: --config.checkpoint must be a training workdir')
-  _require(_has_checkpoints(config.checkpoint), f'no checkpoint in {os.path.join(config.checkpoint, "checkpoints")}')
+  _require(checkpoint.finished_steps(config.checkpoint),
+           f'no checkpoint in {os.path.join(config.checkpoint, "checkpoints")}')
   _require(config.protocol in evaluate.PROTOCOLS,
            f'unknown protocol {config.protocol!r}; choose one of {", ".join(evaluate.PROTOCOLS)}')
   if config.protocol == 'custom':

@@ -42,8 +42,8 @@ ATTACKS = {
 
 @functools.lru_cache(maxsize=None)
 def forms(name, steps):
-  """The attack with `steps` as f(params, x, y, keys, eps) -> (x_adv, steps): jitted; vmapped over two half batches; mapped over
-  the two devices, each with its half."""
+  """The attack with `steps` as f(params, x, y, keys, eps) -> (x_adv, steps): jitted; vmapped over two half
+  batches; mapped over the two devices, each with its half."""
   attack, _ = ATTACKS[name]
 
   def run(params, x, y, keys, eps):
