@@ -85,32 +85,21 @@ def test_missing_config_file_exits_2(tmp_path):
   assert run.returncode == 2 and err.count('\n') == 1 and 'nothere.py' in err, err
 
 
-def checkpoint_of(workdir):
-  """The latest checkpoint's state, as a tree of numpy arrays: weights, optimiser, the method's state and memory."""
-  return checkpoint.latest_state(workdir)
-
-
 def metrics_of(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f]
-
-
-def checkpoints_in(workdir):
-  """The names (batches done) of the complete checkpoints in a workdir."""
-  folder = workdir / 'checkpoints'
-  return sorted(int(name) for name in os.listdir(folder) if name.isdigit()) if folder.is_dir() else []
 
 
 def kill_after_first_checkpoint(args, workdir, epochs, steps_per_epoch, cwd=REPO):
   """Starts `advjax *args` and SIGKILLs it as soon as its first checkpoint is in `workdir`, before the last."""
   killed = advjax(*args, cwd=cwd)
   deadline = time.time() + 300
-  while not checkpoints_in(workdir):
+  while not checkpoint.finished_steps(workdir):
     assert killed.poll() is None and time.time() < deadline, killed.stderr.read()
     time.sleep(0.02)
   killed.send_signal(signal.SIGKILL)
   killed.wait()
-  assert max(checkpoints_in(workdir)) < epochs * steps_per_epoch, 'killed too late to test resuming'
+  assert max(checkpoint.finished_steps(workdir)) < epochs * steps_per_epoch, 'killed too late to test resuming'
 
 
 def assert_same_run(workdir, reference, exact=True):
@@ -122,7 +111,7 @@ def assert_same_run(workdir, reference, exact=True):
   for a, b in zip(got, want):
     for key in ('train_loss', 'bp_per_example', 'natural_acc', 'pgd_acc'):
       same(a[key], b[key])
-  got, want = checkpoint_of(workdir), checkpoint_of(reference)
+  got, want = checkpoint.latest_state(workdir), checkpoint.latest_state(reference)   # weights, optimiser, memory...
   assert jax.tree.structure(got) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     same(a, b)
@@ -176,7 +165,7 @@ def test_preemption_checkpoints_mid_epoch_and_the_rerun_matches(signal_number, s
   out, err = run.communicate(timeout=60)
   assert run.returncode == 0 and time.time() - started < 60, err
   assert f'Preempted ({signal.Signals(signal_number).name}) after batch' in out, out
-  (mid_epoch,) = [n for n in checkpoints_in(tmp_path) if n % QUICKSTART_STEPS]
+  (mid_epoch,) = [n for n in checkpoint.finished_steps(tmp_path) if n % QUICKSTART_STEPS]
   assert QUICKSTART_STEPS + 5 <= mid_epoch < 2 * QUICKSTART_STEPS
   out, err = advjax(*args, '--config.log_every_steps=1').communicate(timeout=300)
   assert f'Resuming from the checkpoint of epoch 1 and {mid_epoch - QUICKSTART_STEPS} batches of epoch 2' in out, err
@@ -211,7 +200,7 @@ def test_non_finite_training_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   batch = int(re.search(r'non-finite at batch (\d+) of the run', err).group(1))
   assert 2 * QUICKSTART_STEPS < batch <= 3 * QUICKSTART_STEPS, err
   assert f'the last good checkpoint is {last_good}' in err, err
-  assert checkpoints_in(tmp_path) == [QUICKSTART_STEPS, 2 * QUICKSTART_STEPS]
+  assert checkpoint.finished_steps(tmp_path) == [QUICKSTART_STEPS, 2 * QUICKSTART_STEPS]
   assert [m['epoch'] for m in metrics_of(tmp_path)] == [1, 2]
 
 
@@ -223,7 +212,7 @@ def test_killed_stateful_run_resumes_exactly(config, state, tmp_path):
   args = [f'--config={config}', '--config.num_epochs=3', '--config.data.num_train=640']
   straight = advjax(*args, f'--workdir={tmp_path / "straight"}')
   assert straight.wait(timeout=300) == 0, straight.stderr.read()
-  assert jax.tree.leaves(checkpoint_of(tmp_path / 'straight')[state])
+  assert jax.tree.leaves(checkpoint.latest_state(tmp_path / 'straight')[state])
 
   workdir = tmp_path / 'resumed'
   kill_after_first_checkpoint([*args, f'--workdir={workdir}'], workdir, 3, 10)
@@ -264,7 +253,7 @@ def test_two_processes_are_preempted_together_and_resume_exactly(tmp_path):
   out, err = launch.communicate(timeout=90)
   assert time.time() - started < 60, err   # the launcher itself exits 143, as a TERMed script does
   assert 'Preempted (sync point) after batch' in out, out + err
-  (mid_epoch,) = [n for n in checkpoints_in(workdir) if n % QUICKSTART_STEPS]
+  (mid_epoch,) = [n for n in checkpoint.finished_steps(workdir) if n % QUICKSTART_STEPS]
   resumed = two_processes(*args, f'--workdir={workdir}', log_dir=tmp_path / 'logs')
   assert (f'Resuming from the checkpoint of epoch 1 and {mid_epoch - QUICKSTART_STEPS} batches of epoch 2'
           in resumed), resumed
