@@ -14,6 +14,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from advjax import xla_flags
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file, e.g. configs/fat.py.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints and metrics go here; default ./runs/<config name>.')
@@ -81,6 +83,7 @@ def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; use --config=FILE, --workdir=DIR and --config.<field>=<value>')
   config = load_config()
+  xla_flags.apply()   # before anything starts a backend
   initialize_distributed()
   logging.set_verbosity(logging.WARNING)   # orbax narrates every save at INFO
   from advjax import data, evaluate, train, validation  # pylint: disable=g-import-not-at-top

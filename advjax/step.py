@@ -1,7 +1,7 @@
 """The per-device train and eval steps, mapped over a 1-D device mesh (pmap semantics via jit(shard_map)).
 
 Inside a step each device sees its shard of the global batch. Gradients and metrics are averaged or summed across
-devices explicitly; BatchNorm statistics are averaged across devices by the model itself (`bn_axis_name`), so a run
+devices explicitly; BatchNorm statistics are averaged across devices by the model itself (`bn_axis_name`), so a step
 computes the same function whatever the number of devices, or per device with `bn_stats='per_device'`.
 """
 import jax

@@ -71,6 +71,8 @@ def _set_xla_flags_from_argv():
 
 if __name__ == '__main__':
   _set_xla_flags_from_argv()
+  from advjax import xla_flags   # imports no jax
+  xla_flags.apply()              # advjax's XLA:CPU defaults, as advjax.main runs; a flag given above wins
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # noqa: E402

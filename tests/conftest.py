@@ -6,6 +6,9 @@ import tempfile
 # Must happen before jax is imported anywhere.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Tests leave XLA's own CPU settings (advjax.xla_flags) as they are, in their runs of advjax.main too: two pytest-xdist
+# workers share the cores, and multi-threaded convolutions in both made the suite 1.5x slower.
+os.environ.setdefault('ADVJAX_XLA_DEFAULTS', '0')
 # One compilation cache per test process (each pytest-xdist worker its own: one cache written by two processes at
 # once crashed one in a trial), inherited by its `advjax.main` subprocesses: the tests start the same program many
 # times (a run, its killed twin, its resumption), and each would otherwise compile it afresh. A cache the user set is

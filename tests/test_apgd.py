@@ -24,8 +24,12 @@ def test_dlr_losses_on_fixed_logits():
   np.testing.assert_allclose(auto_pgd.dlr_loss(3 * logits + 7, y), auto_pgd.dlr_loss(logits, y), rtol=1e-5)
 
 
-def numpy_apgd_ce(p, x, y, u, eps, steps, rho=0.75):
-  """The official attack_single_run for CE, vectorised over the batch as the PyTorch code is."""
+def numpy_apgd_ce(p, x, y, u, eps, steps, rho=0.75, slack=0.0):
+  """The official attack_single_run for CE, vectorised over the batch as the PyTorch code is.
+
+  `slack` moves every loss comparison's threshold (a > b becomes a - b > slack): with slack = +-1e-12 the two runs
+  break the near-ties that float rounding decides in opposite ways.
+  """
   proj = lambda v: np.clip(np.clip(v, x - eps, x + eps), 0, 1)
   ce = lambda z: -np.log(np.exp(z - z.max(1, keepdims=True))[np.arange(len(y)), y] /
                          np.exp(z - z.max(1, keepdims=True)).sum(1))
@@ -47,12 +51,12 @@ def numpy_apgd_ce(p, x, y, u, eps, steps, rho=0.75):
     x_best_adv[broken] = x_adv[broken]
     robust &= ~broken
     losses[i] = loss
-    better = loss > loss_best
+    better = loss - loss_best > slack
     x_best[better], grad_best[better], loss_best[better] = x_adv[better], grad[better], loss[better]
     counter += 1
     if counter == k:
-      ups = sum(losses[i - j] > losses[i - j - 1] for j in range(k))
-      reduce = (ups <= k * rho) | (~reduced_last & (loss_best_last >= loss_best))
+      ups = sum(losses[i - j] - losses[i - j - 1] > slack for j in range(k))
+      reduce = (ups <= k * rho) | (~reduced_last & (loss_best_last - loss_best >= slack))
       reduced_last, loss_best_last = reduce, loss_best.copy()
       step[reduce] /= 2
       x_adv[reduce], grad[reduce] = x_best[reduce], grad_best[reduce]
@@ -69,9 +73,13 @@ def test_apgd_ce_matches_the_official_loop():
     u = np.asarray(parts.uniform_noise(parts.example_keys(key, 32), jnp.asarray(x), -1.0, 1.0))
     jax_p = jax.tree.map(jnp.asarray, p)
     out = auto_pgd.apgd(lambda v: mlp_logits(jax_p, v), jnp.asarray(x), jnp.asarray(y), key, eps=0.05, steps=30)
-    want_x, robust = numpy_apgd_ce(p, x, y, u, eps=0.05, steps=30)
+    (want_x, robust), (other_x, _) = (numpy_apgd_ce(p, x, y, u, eps=0.05, steps=30, slack=s) for s in (1e-12, -1e-12))
   assert 0 < robust.sum() < 32
-  np.testing.assert_allclose(out.x_adv, want_x, atol=1e-10)
+  # The official loop compares losses of points revisited within rounding of each other (after a return to the best
+  # point), so a few examples' paths are decided by float rounding: the two tie-breaks tell them apart.
+  decided = np.abs(want_x - other_x).max(-1) == 0
+  assert decided.sum() >= 28
+  np.testing.assert_allclose(np.asarray(out.x_adv)[decided], want_x[decided], atol=1e-10)
 
 
 def test_apgd_is_at_least_as_strong_as_pgd(digits_model):

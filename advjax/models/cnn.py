@@ -49,7 +49,7 @@ class SmallCNN(layers.Classifier):
         x = layers.conv(features, use_bias=True, dtype=self.dtype, name=f'{name}_conv')(x)
         x = layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype, name=f'{name}_bn')(x)
         x = nn.relu(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))  # 'VALID', i.e. floor, like PyTorch.
+      x = layers.max_pool_2x2(x)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(layers.dense(4 * w, dtype=self.dtype, name='fc1')(x))
     x = layers.dense(self.num_classes, dtype=self.dtype, name='head')(x)

@@ -2,7 +2,7 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from advjax.models import layers
+from advjax.models import cpu_conv, layers
 
 _xavier_relu = nn.initializers.variance_scaling(2.0, 'fan_avg', 'uniform')   # Xavier-uniform, gain sqrt(2)
 
@@ -13,7 +13,8 @@ def _bn(train, axis_name, affine=True, epsilon=1e-5):
 
 
 def _conv(features, use_bias=False, kernel_init=layers.conv_init):
-  return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias, kernel_init=kernel_init)
+  return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias, kernel_init=kernel_init,
+                 conv_general_dilated=cpu_conv.conv_general_dilated)
 
 
 class SDIGenerator(nn.Module):
