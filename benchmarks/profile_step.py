@@ -47,18 +47,14 @@ if ARGS.variant == 'advjax':
   from advjax import xla_flags  # pylint: disable=g-import-not-at-top
   xla_flags.apply()
 
-import flax.linen as nn  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
-import jax  # noqa: E402
-from jax import lax  # noqa: E402
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 from jax.profiler import ProfileData  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
+import loop_body  # noqa: E402  benchmarks/loop_body.py: the variants
 from advjax import methods, step as step_lib, train, train_state as ts  # noqa: E402
-from advjax.models import cpu_conv, layers  # noqa: E402
 
-if ARGS.variant == 'jax':
-  cpu_conv.conv_general_dilated = lax.conv_general_dilated
-  layers.max_pool_2x2 = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+loop_body.use(ARGS.variant)
 
 # An op's kind, from its HLO metadata op_name (first match wins).
 KINDS = (('convolution', r'conv_general_dilated'), ('max-pool', r'max_pool|reduce_window|select_and_scatter'),

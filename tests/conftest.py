@@ -7,7 +7,8 @@ import tempfile
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Tests leave XLA's own CPU settings (advjax.xla_flags) as they are, in their runs of advjax.main too: two pytest-xdist
-# workers share the cores, and multi-threaded convolutions in both made the suite 1.5x slower.
+# workers share the cores, and multi-threaded convolutions in both made the suite slower (13:38 against 11:54,
+# 2026-12-01).
 os.environ.setdefault('ADVJAX_XLA_DEFAULTS', '0')
 # One compilation cache per test process (each pytest-xdist worker its own: one cache written by two processes at
 # once crashed one in a trial), inherited by its `advjax.main` subprocesses: the tests start the same program many

@@ -3,8 +3,9 @@
 Why: JAX differentiates a convolution into convolutions that read their operands in transposed layouts (the kernel
 as [h, w, out, in] for the input gradient, the batch as features for the kernel gradient). At the top level of a
 program XLA:CPU first transposes them to its canonical NHWC / HWIO form; inside a `while_loop`, `fori_loop` or `cond`
-body it does not, and runs them through a generic loop emitter: about 5x slower for the input gradient every attack
-step computes, and 100x or more for a kernel gradient (upstream: https://github.com/jax-ml/jax/issues/12868).
+body it does not, and runs them through a generic loop emitter: up to 3x slower for the input gradient every attack
+step computes, 7-38x for a kernel gradient (benchmarks/loop_body.py, 2026-12-02; upstream:
+https://github.com/jax-ml/jax/issues/12868).
 
 What: on CPU, a `custom_jvp` convolution whose primal is the plain convolution and whose tangents are the same
 convolutions with operands laid out so that JAX's transpose rules turn them into canonical NHWC / HWIO forward
