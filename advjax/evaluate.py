@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from advjax import attacks, checkpoint, data, metrics, models
+from advjax import attacks, checkpoint, data, interop, metrics, models
 from advjax import train_state as ts
 from advjax.attacks.auto_attack import standard_stages
 from advjax.data import pipeline
@@ -149,8 +149,8 @@ def markdown_table(result):
   return '\n'.join(lines)
 
 
-def run(config):
-  """Evaluates the latest checkpoint of the training run in `config.checkpoint` under `config.protocol`."""
+def _trained_run(config):
+  """(dataset, model, variables, default report prefix) of the latest checkpoint of a training workdir."""
   with open(os.path.join(config.checkpoint, 'config.json')) as f:
     trained = ml_collections.ConfigDict(json.load(f))
   if config.data_dir:
@@ -160,6 +160,28 @@ def run(config):
   model = models.from_config(trained.model, dataset.num_classes)   # eval mode only: no BatchNorm axis
   state = checkpoint.latest_state(config.checkpoint)
   params = state['ema'] if config.weights == 'ema' else dict(params=state['params'], batch_stats=state['batch_stats'])
+  return dataset, model, params, os.path.join(config.checkpoint, f'eval_{config.protocol}')
+
+
+def _torch_checkpoint(config):
+  """The same for a PyTorch checkpoint file, with the network and data the evaluation config names."""
+  data_config = ml_collections.ConfigDict(config.data.to_dict())
+  if config.data_dir:
+    data_config.data_dir = config.data_dir
+  data_config.num_test = config.num_examples
+  dataset = data.load(data_config)
+  num_classes = config.model.num_classes if config.model.num_classes > 0 else dataset.num_classes
+  model, params = interop.load_torch(config.checkpoint, config.model.name, num_classes,
+                                     input_shape=dataset.test_images.shape[1:], mean=tuple(config.model.mean) or None,
+                                     std=tuple(config.model.std) or None)
+  return dataset, model, params, f'{os.path.splitext(config.checkpoint)[0]}_eval_{config.protocol}'
+
+
+def run(config):
+  """Evaluates `config.checkpoint` (a training workdir's latest checkpoint, or a PyTorch checkpoint file) under
+  `config.protocol`."""
+  is_torch = config.checkpoint.endswith(interop.TORCH_SUFFIXES)
+  dataset, model, params, default_out = (_torch_checkpoint if is_torch else _trained_run)(config)
   logits_fn = lambda variables, x: model.apply(variables, x, train=False)
   eps = config.eps if config.eps > 0 else None
   protocol = config.protocol
@@ -169,11 +191,12 @@ def run(config):
   result = evaluate(logits_fn, params, dataset.test_images, dataset.test_labels, protocol, eps=eps,
                     batch_size=config.batch_size, key=jax.random.key(config.seed))
   table = markdown_table(result)
-  out = config.output or os.path.join(config.checkpoint, f'eval_{config.protocol}')
+  out = config.output or default_out
   if jax.process_index() == 0:
     with open(out + '.md', 'w') as f:
       f.write(f'{config.protocol} protocol, eps {result["eps"]:.5f}, {result["examples"]} test examples of '
-              f'{dataset.name}, checkpoint {config.checkpoint} ({config.weights} weights)\n\n{table}\n')
+              f'{dataset.name}, checkpoint {config.checkpoint}' + ('' if is_torch else f' ({config.weights} weights)') +
+              f'\n\n{table}\n')
     with open(out + '.json', 'w') as f:
       json.dump(result, f, indent=1)
   metrics.log(f'{config.protocol} protocol, eps {result["eps"]:.5f}, {result["examples"]} examples:\n{table}')

@@ -86,7 +86,7 @@ def main(argv):
   xla_flags.apply()   # before anything starts a backend
   initialize_distributed()
   logging.set_verbosity(logging.WARNING)   # orbax narrates every save at INFO
-  from advjax import data, evaluate, train, validation  # pylint: disable=g-import-not-at-top
+  from advjax import data, evaluate, interop, train, validation  # pylint: disable=g-import-not-at-top
   evaluating = 'checkpoint' in config   # configs/eval.py
   workdir = _WORKDIR.value or default_workdir()
   try:
@@ -98,7 +98,10 @@ def main(argv):
   except validation.ConfigError as e:
     fail(str(e))
   if evaluating:
-    evaluate.run(config)
+    try:
+      evaluate.run(config)
+    except interop.CheckpointError as e:   # found on reading the file, before anything is compiled or written
+      fail(str(e))
     return
   try:
     train.train_and_evaluate(config, workdir)

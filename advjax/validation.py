@@ -1,11 +1,12 @@
 """Checks a config before anything is compiled: each problem is one line saying what is wrong and what is allowed."""
+import importlib.util
 import json
 import os
 
 import jax
 import ml_collections
 
-from advjax import checkpoint, data, evaluate, methods, models, objectives
+from advjax import checkpoint, data, evaluate, interop, methods, models, objectives
 
 ATTACK_INITS = ('uniform', 'gaussian', 'none')
 ATTACK_LOSSES = ('ce', 'kl', 'cw')
@@ -172,12 +173,21 @@ def check_workdir(config, workdir):
 
 def check_evaluation(config):
   """Raises ConfigError for an evaluation config (configs/eval.py) that cannot run."""
-  _require(config.checkpoint, '--config.checkpoint is required: the workdir of a training run')
+  _require(config.checkpoint, '--config.checkpoint is required: a training workdir or a PyTorch .pt / .pth file')
   _require(jax.process_count() == 1, 'evaluation runs in one process: run it on one host, without --distributed')
+  is_torch = config.checkpoint.endswith(interop.TORCH_SUFFIXES)
   settings = os.path.join(config.checkpoint, 'config.json')
-  _require(os.path.isfile(settings), f'{settings} not found: --config.checkpoint must be a training workdir')
-  _require(checkpoint.finished_steps(config.checkpoint),
-           f'no checkpoint in {os.path.join(config.checkpoint, "checkpoints")}')
+  if is_torch:
+    _require(os.path.isfile(config.checkpoint), f'{config.checkpoint} not found')
+    _require(importlib.util.find_spec('torch') is not None,
+             f'reading {config.checkpoint} needs PyTorch: pip install "advjax[torch]"')
+    _require(interop.has_layout(config.model.name),
+             f'--config.model.name must name the network of {config.checkpoint}, got {config.model.name!r}; one of '
+             f'{interop.LAYOUTS}')
+  else:
+    _require(os.path.isfile(settings), f'{settings} not found: --config.checkpoint must be a training workdir')
+    _require(checkpoint.finished_steps(config.checkpoint),
+             f'no checkpoint in {os.path.join(config.checkpoint, "checkpoints")}')
   _require(config.protocol in evaluate.PROTOCOLS,
            f'unknown protocol {config.protocol!r}; choose one of {", ".join(evaluate.PROTOCOLS)}')
   if config.protocol == 'custom':
@@ -189,14 +199,18 @@ def check_evaluation(config):
   devices = jax.device_count()
   _require(config.batch_size >= devices and config.batch_size % devices == 0,
            f'batch_size must be a positive multiple of the device count ({devices}), got {config.batch_size}')
-  with open(settings) as f:
-    trained = ml_collections.ConfigDict(json.load(f))
-  _require(config.weights in ('raw', 'ema'), f"weights must be 'raw' or 'ema', got {config.weights!r}")
-  _require(config.weights == 'raw' or trained.get('ema_decay', 0) > 0,
-           "weights='ema' needs a run trained with ema_decay > 0")
+  if is_torch:
+    data_config = ml_collections.ConfigDict(config.data.to_dict())
+  else:
+    with open(settings) as f:
+      trained = ml_collections.ConfigDict(json.load(f))
+    _require(config.weights in ('raw', 'ema'), f"weights must be 'raw' or 'ema', got {config.weights!r}")
+    _require(config.weights == 'raw' or trained.get('ema_decay', 0) > 0,
+             "weights='ema' needs a run trained with ema_decay > 0")
+    data_config = trained.data
   if config.data_dir:
-    trained.data.data_dir = config.data_dir
+    data_config.data_dir = config.data_dir
   try:
-    data.check(trained.data)
+    data.check(data_config)
   except data.DataError as e:
     raise ConfigError(str(e)) from None

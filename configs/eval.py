@@ -1,7 +1,12 @@
-r"""Robust evaluation of a training run's latest checkpoint under a named protocol.
+r"""Robust evaluation of a training run's latest checkpoint, or of a PyTorch checkpoint, under a named protocol.
 
   python -m advjax.main --config=configs/eval.py --config.checkpoint=runs/fat                  # AutoAttack
   python -m advjax.main --config=configs/eval.py --config.checkpoint=runs/fat --config.protocol=dat
+  python -m advjax.main --config=configs/eval.py --config.checkpoint=model.pt --config.model.name=wrn-34-10
+
+A PyTorch checkpoint (a .pt / .pth `state_dict` in the official module layout, see advjax/interop.py) needs the
+advjax name of its network, the data (`data`, CIFAR-10 from $ADVJAX_DATA_DIR by default) and, where the network
+normalised its input inside, its mean and std (`--config.model.mean='(0.4914, 0.4822, 0.4465)'`).
 
 Protocols (advjax/evaluate.py): 'dat' (FAT Table 1: FGSM, PGD-20, CW-30, step eps/4, random start, eps 0.031),
 'trades' / 'trades_rs' (FAT Tables 2-3: step 0.003, without / with a random start), 'mart' (FAT Table 4: eps 8/255,
@@ -11,12 +16,14 @@ The table (accuracy
 under each attack, under all so far, and time per attack) is printed and written to <checkpoint>/eval_<protocol>.md
 and .json. Expected numbers are those of the training config's docstring.
 """
+import os
+
 import ml_collections
 
 
 def get_config():
   c = ml_collections.ConfigDict()
-  c.checkpoint = ''          # a training workdir (holds config.json and checkpoints/)
+  c.checkpoint = ''          # a training workdir (holds config.json and checkpoints/), or a PyTorch .pt / .pth file
   c.protocol = 'aa_standard'
   c.weights = 'raw'          # or 'ema': the moving average of a run trained with ema_decay > 0
   c.eps = -1.0               # > 0 overrides the protocol's radius (e.g. 0.2 for the digits quick start)
@@ -29,4 +36,9 @@ def get_config():
   c.seed = 0
   c.data_dir = ''            # overrides the training run's data directory
   c.output = ''              # path prefix of the .md/.json report; default <checkpoint>/eval_<protocol>
+  # Only for a PyTorch checkpoint (a training workdir brings its own):
+  c.model = ml_collections.ConfigDict(dict(name='', mean=(), std=(), num_classes=-1))   # -1: the data's
+  c.data = ml_collections.ConfigDict(dict(
+      source='image_folder', name='cifar10-jpg.tar.gz', data_dir=os.environ.get('ADVJAX_DATA_DIR', ''),
+      num_train=-1, num_test=-1, seed=0, crop_padding=4, flip=True))
   return c

@@ -23,7 +23,8 @@ def get_config(arg=None):
   c = default.base_config()
   c.method = 'fgsm_rs'
   c.num_epochs = 15
-  c.model.update(name='preact_resnet18', mean=CIFAR_MEAN, std=CIFAR_STD)
+  # fast_adversarial's PreActResNet-18: its 1x1 shortcuts read the block input, not the pre-activated one.
+  c.model.update(name='preact_resnet18-locuslab', mean=CIFAR_MEAN, std=CIFAR_STD)
   c.attack.update(eps=8 / 255, step_size=10 / 255, steps=1, init='uniform', clip_init=True)
   c.optimizer.weight_decay = 5e-4
   c.lr_schedule = ((1, 0.0), (8.5, 0.2), (16, 0.0))

@@ -311,6 +311,7 @@ def test_eval_command_on_a_trained_checkpoint(tmp_path):
     ([], '--config.checkpoint is required'),
     (['--config.checkpoint=/nowhere'], '/nowhere/config.json not found'),
     (['--config.checkpoint=.', '--config.protocol=pgd'], 'not found'),
+    (['--config.checkpoint=/nowhere/model.pt', '--config.model.name=wrn-34-10'], '/nowhere/model.pt not found'),
 ])
 def test_invalid_eval_config_exits_2(args, message):
   run = advjax('--config=configs/eval.py', *args)

@@ -8,6 +8,7 @@ itself (so attack budgets stay in pixel units), uses BatchNorm (collection
   variables = model.init(key, x, train=False)
   logits, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
 """
+import functools
 import re
 
 import flax.linen as nn
@@ -20,7 +21,12 @@ from advjax.models.wide_resnet import WideResNet, blocks_per_stage
 __all__ = ['get_model', 'from_config', 'is_known', 'KNOWN_MODELS', 'TinyCNN', 'SmallCNN', 'ResNet18', 'PreActResNet18',
            'WideResNet']
 
-_FIXED = {'tiny_cnn': TinyCNN, 'small_cnn': SmallCNN, 'resnet18': ResNet18, 'preact_resnet18': PreActResNet18}
+# The PreActResNet-18s of the official codes differ (see PreActResNet18); each has its name.
+_FIXED = {'tiny_cnn': TinyCNN, 'small_cnn': SmallCNN, 'resnet18': ResNet18,
+          'preact_resnet18': PreActResNet18,   # AWP's
+          'preact_resnet18-kuangliu': functools.partial(PreActResNet18, final_bn=False),   # FAT, SDI, PGI, LAS-AT
+          'preact_resnet18-locuslab': functools.partial(PreActResNet18, preact_shortcut=False),   # FGSM-RS
+          'preact_resnet18-robustbench': functools.partial(PreActResNet18, final_bn=False, preact_shortcut=False)}
 _WRN_NAME = re.compile(r'wrn-(\d+)-(\d+)')
 _SMALL_CNN_NAME = re.compile(r'small_cnn-([1-9]\d*)')
 
@@ -45,7 +51,7 @@ def is_known(name: str) -> bool:
 
 def get_model(name: str, num_classes: int, *, bn_axis_name: str | None = None,
               mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-              dtype=jnp.float32) -> nn.Module:
+              dtype=jnp.float32, **fields) -> nn.Module:
   """The classifier called `name` (see KNOWN_MODELS).
 
   Args:
@@ -55,11 +61,12 @@ def get_model(name: str, num_classes: int, *, bn_axis_name: str | None = None,
       (e.g. 'data' inside a shard_map); None for per-device statistics.
     mean, std: per-channel input normalisation applied inside the model.
     dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
+    **fields: other fields of the model's class, e.g. `final_bn=False` for a PreActResNet18.
   """
   # Tuples, not lists or arrays: module attributes must be hashable.
   kwargs = dict(num_classes=num_classes, bn_axis_name=bn_axis_name, dtype=dtype,
                 mean=None if mean is None else tuple(float(m) for m in mean),
-                std=None if std is None else tuple(float(s) for s in std))
+                std=None if std is None else tuple(float(s) for s in std), **fields)
   if name in _FIXED:
     return _FIXED[name](**kwargs)
   if small := _SMALL_CNN_NAME.fullmatch(name):

@@ -18,11 +18,11 @@ class TinyCNN(layers.Classifier):
   def __call__(self, x, train: bool):
     x = layers.prepare_input(x, self.mean, self.std, self.dtype)
     for i, (features, strides) in enumerate([(32, 1), (64, 2)]):
-      x = layers.conv(features, strides=strides, dtype=self.dtype, name=f'conv{i}')(x)
+      x = layers.conv(features, strides=strides, init='wrn', dtype=self.dtype, name=f'conv{i}')(x)
       x = layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype, name=f'bn{i}')(x)
       x = nn.relu(x)
     x = x.reshape(x.shape[0], -1)
-    x = layers.dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    x = layers.dense(self.num_classes, init='wrn', in_features=x.shape[-1], dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)
 
 
@@ -46,11 +46,12 @@ class SmallCNN(layers.Classifier):
     for stage, features in enumerate([w, 2 * w, 196 * w // 64]):
       for i in range(2):
         name = f'stage{stage}_{i}'
-        x = layers.conv(features, use_bias=True, dtype=self.dtype, name=f'{name}_conv')(x)
+        x = layers.conv(features, init='torch', in_features=x.shape[-1], use_bias=True, dtype=self.dtype,
+                        name=f'{name}_conv')(x)
         x = layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype, name=f'{name}_bn')(x)
         x = nn.relu(x)
       x = layers.max_pool_2x2(x)
     x = x.reshape(x.shape[0], -1)
-    x = nn.relu(layers.dense(4 * w, dtype=self.dtype, name='fc1')(x))
-    x = layers.dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    x = nn.relu(layers.dense(4 * w, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='fc1')(x))
+    x = layers.dense(self.num_classes, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)

@@ -12,7 +12,7 @@ def _bn(train, axis_name, affine=True, epsilon=1e-5):
                       use_bias=affine, use_scale=affine)
 
 
-def _conv(features, use_bias=False, kernel_init=layers.conv_init):
+def _conv(features, use_bias=False, kernel_init=layers.wrn_conv_init):
   return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=use_bias, kernel_init=kernel_init,
                  conv_general_dilated=cpu_conv.conv_general_dilated)
 

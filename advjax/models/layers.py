@@ -12,30 +12,46 @@ import jax.numpy as jnp
 
 from advjax.models import cpu_conv
 
-# Kaiming-normal, fan-out: N(0, sqrt(2 / (k * k * out_channels))), as in the reference code.
-conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-# PyTorch's default nn.Linear weight init (kaiming_uniform, a=sqrt(5)) is U(+-1/sqrt(fan_in)).
-dense_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+# The two initialisations of the reference code; each network takes the one its official code uses.
+# 'torch': PyTorch's default for nn.Conv2d and nn.Linear (kaiming_uniform with a = sqrt(5)): weights and biases
+#   U(+-1/sqrt(fan_in)). FAT's SmallCNN, kuangliu's ResNet-18 and the PreActResNet-18s have no init code of their own.
+# 'wrn': the WideResNet code's loop over modules: conv weights N(0, sqrt(2 / (k * k * out_channels))), linear biases
+#   zero, linear weights PyTorch's default.
+INITS = ('torch', 'wrn')
+torch_kernel_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+wrn_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
-def conv(features: int, kernel_size: int = 3, strides: int = 1, *, use_bias: bool = False,
-         dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
-  """A square convolution padded like PyTorch's `padding=k // 2`.
+def torch_bias_init(fan_in: int):
+  """PyTorch's default bias init: U(+-1/sqrt(fan_in)) with the fan-in of the layer's weight."""
+  bound = 1 / fan_in**0.5
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def conv(features: int, kernel_size: int = 3, strides: int = 1, *, init: str, in_features: int | None = None,
+         use_bias: bool = False, padding: int | None = None, dtype: Any = jnp.float32,
+         name: str | None = None) -> nn.Conv:
+  """A square convolution padded like PyTorch's `padding=k // 2` (or `padding`), initialised as `init` says.
 
   Explicit symmetric padding rather than 'SAME': for stride 2 on an even input,
   'SAME' pads only the bottom/right, which would shift the sampling grid
   relative to the reference models. Its gradients run at full speed inside the
-  attack loops on XLA:CPU (`cpu_conv`).
+  attack loops on XLA:CPU (`cpu_conv`). `in_features` is needed for the bias of a 'torch'-initialised convolution.
   """
-  pad = kernel_size // 2
+  pad = kernel_size // 2 if padding is None else padding
+  kernel_init = torch_kernel_init if init == 'torch' else wrn_conv_init
+  bias_init = (torch_bias_init(in_features * kernel_size**2) if use_bias and init == 'torch'
+               else nn.initializers.zeros)
   return nn.Conv(features, (kernel_size, kernel_size), strides=strides,
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias,
-                 kernel_init=conv_init, dtype=dtype, name=name,
+                 kernel_init=kernel_init, bias_init=bias_init, dtype=dtype, name=name,
                  conv_general_dilated=cpu_conv.conv_general_dilated)
 
 
-def dense(features: int, *, dtype: Any = jnp.float32, name: str | None = None) -> nn.Dense:
-  return nn.Dense(features, kernel_init=dense_init, dtype=dtype, name=name)
+def dense(features: int, *, init: str, in_features: int, dtype: Any = jnp.float32, name: str | None = None) -> nn.Dense:
+  """A linear layer with PyTorch's default weight init; its bias that too under 'torch', zero under 'wrn'."""
+  bias_init = torch_bias_init(in_features) if init == 'torch' else nn.initializers.zeros
+  return nn.Dense(features, kernel_init=torch_kernel_init, bias_init=bias_init, dtype=dtype, name=name)
 
 
 def batch_norm(train: bool, axis_name: str | None, *, dtype: Any = jnp.float32,

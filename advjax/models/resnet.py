@@ -1,4 +1,5 @@
-"""CIFAR ResNet-18 in the style of kuangliu/pytorch-cifar (the usual adversarial-training baseline)."""
+"""CIFAR ResNet-18 and PreActResNet-18 in the style of kuangliu/pytorch-cifar (the usual adversarial-training
+baselines), with PyTorch's default initialisation as their official code has no init code."""
 from typing import Any
 
 import flax.linen as nn
@@ -6,6 +7,8 @@ import jax.numpy as jnp
 
 from advjax.models import layers
 from advjax.models.wide_resnet import PreActBlock
+
+_STAGES = [(64, 1), (128, 2), (256, 2), (512, 2)]
 
 
 class BasicBlock(nn.Module):
@@ -18,13 +21,12 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     bn = lambda name: layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype, name=name)
-    out = layers.conv(self.features, strides=self.strides, dtype=self.dtype, name='conv1')(x)
-    out = nn.relu(bn('bn1')(out))
-    out = layers.conv(self.features, dtype=self.dtype, name='conv2')(out)
-    out = bn('bn2')(out)
+    conv = lambda k, strides, name: layers.conv(self.features, k, strides, init='torch', dtype=self.dtype,
+                                                name=name)
+    out = nn.relu(bn('bn1')(conv(3, self.strides, 'conv1')(x)))
+    out = bn('bn2')(conv(3, 1, 'conv2')(out))
     if self.strides != 1 or x.shape[-1] != self.features:
-      x = layers.conv(self.features, 1, self.strides, dtype=self.dtype, name='shortcut_conv')(x)
-      x = bn('shortcut_bn')(x)
+      x = bn('shortcut_bn')(conv(1, self.strides, 'shortcut_conv')(x))
     return nn.relu(out + x)
 
 
@@ -38,31 +40,38 @@ class ResNet18(layers.Classifier):
   @nn.compact
   def __call__(self, x, train: bool):
     x = layers.prepare_input(x, self.mean, self.std, self.dtype)
-    x = layers.conv(64, dtype=self.dtype, name='stem_conv')(x)
-    x = layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype, name='stem_bn')(x)
-    x = nn.relu(x)
-    for stage, (features, strides) in enumerate([(64, 1), (128, 2), (256, 2), (512, 2)]):
+    x = layers.conv(64, init='torch', dtype=self.dtype, name='stem_conv')(x)
+    x = nn.relu(layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype, name='stem_bn')(x))
+    for stage, (features, strides) in enumerate(_STAGES):
       for i in range(2):
         x = BasicBlock(features, strides if i == 0 else 1, self.bn_axis_name, self.dtype,
                        name=f'stage{stage}_block{i}')(x, train)
     x = layers.global_avg_pool(x)
-    x = layers.dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    x = layers.dense(self.num_classes, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)
 
 
 class PreActResNet18(layers.Classifier):
-  """PreAct-ResNet-18 of the fast-AT papers (FGSM-RS, FGSM-SDI, FGSM-PGI, LAS-AT, AWP): a bare 3x3 stem, four
-  stages of two pre-activation blocks (64-128-256-512), a final BN-ReLU, global pool, fc."""
+  """PreActResNet-18: a bare 3x3 stem, four stages of two pre-activation blocks (64-128-256-512), a final BN-ReLU
+  (`final_bn`), global pool, fc.
+
+  The official codes differ: AWP's `preactresnet.py` is the default; locuslab/fast_adversarial's (FGSM-RS) reads
+  the 1x1 shortcuts from the block input (`preact_shortcut=False`); FGSM-SDI's, FGSM-PGI's and LAS-AT's (kuangliu's
+  `preact_resnet.py`) have no final BN-ReLU (`final_bn=False`); RobustBench's `PreActResNet18()` has neither.
+  """
+  final_bn: bool = True
+  preact_shortcut: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = layers.prepare_input(x, self.mean, self.std, self.dtype)
-    x = layers.conv(64, dtype=self.dtype, name='stem_conv')(x)
-    for stage, (features, strides) in enumerate([(64, 1), (128, 2), (256, 2), (512, 2)]):
+    x = layers.conv(64, init='torch', dtype=self.dtype, name='stem_conv')(x)
+    for stage, (features, strides) in enumerate(_STAGES):
       for i in range(2):
-        x = PreActBlock(features, strides if i == 0 else 1, self.bn_axis_name, self.dtype,
-                        name=f'stage{stage}_block{i}')(x, train)
-    x = nn.relu(layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype, name='final_bn')(x))
+        x = PreActBlock(features, strides if i == 0 else 1, self.bn_axis_name, self.dtype, 'torch',
+                        self.preact_shortcut, name=f'stage{stage}_block{i}')(x, train)
+    if self.final_bn:
+      x = nn.relu(layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype, name='final_bn')(x))
     x = layers.global_avg_pool(x)
-    x = layers.dense(self.num_classes, dtype=self.dtype, name='head')(x)
+    x = layers.dense(self.num_classes, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)

@@ -1,0 +1,194 @@
+"""PyTorch checkpoints in and out, for every network of the zoo, in the module layout of the code that defines it.
+
+  model, variables = interop.load_torch('model.pt', 'wrn-34-10')            # TRADES / FAT / MART / RobustBench WRN
+  logits = model.apply(variables, x_nhwc, train=False)
+  torch.save(interop.to_torch(model, variables), 'advjax.pt')             # loads into the official module
+
+Layouts: the WideResNet of TRADES, MART, FAT and RobustBench (`conv1`, `block{1,2,3}.layer.{i}`, `bn1`, `fc`; a
+checkpoint's unused `sub_block1` is dropped on the way in and not written on the way out, so the official module
+loads an export with `strict=False`, RobustBench's with its default `sub_block1=False`); kuangliu's ResNet-18 and
+PreActResNet-18 (`conv1`, `layer{1..4}.{i}`, `bn`, `linear`: FAT, AWP, FGSM-SDI, FGSM-PGI, LAS-AT, fast_adversarial
+and RobustBench); FAT's SmallCNN (`block{s}_conv{i}`, `batchnorm{s}_{i}`, `fc1`, `fc2`; fc1's rows permuted from
+PyTorch's NCHW flatten to advjax's NHWC one). Needs torch only to read or write `.pt` files.
+"""
+import collections
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from advjax import models
+
+TORCH_SUFFIXES = ('.pt', '.pth')
+
+
+LAYOUTS = 'small_cnn, small_cnn-<width>, resnet18, preact_resnet18[-kuangliu|-locuslab|-robustbench], wrn-<depth>-<width>'
+
+
+def has_layout(model_name):
+  """Whether the zoo's network `model_name` has a PyTorch layout here (all but advjax's own tiny_cnn)."""
+  return models.is_known(model_name) and model_name != 'tiny_cnn'
+
+
+class CheckpointError(ValueError):
+  """A PyTorch checkpoint that does not fit the network it is loaded into."""
+
+
+# A checkpoint's keys that hold nothing the network computes with.
+_DEAD = re.compile(r'(.*\.)?num_batches_tracked|sub_block1\..*')
+# Which PyTorch tensor each advjax leaf comes from.
+_TORCH_LEAF = dict(kernel='weight', scale='weight', mean='running_mean', var='running_var')
+
+
+def _torch_module_name(model, path):
+  """The PyTorch module name of the advjax module at `path` (a tuple of flax names)."""
+  if isinstance(model, models.SmallCNN):
+    if path[0] in ('fc1', 'head'):
+      return {'fc1': 'fc1', 'head': 'fc2'}[path[0]]
+    stage, i, kind = re.fullmatch(r'stage(\d)_(\d)_(conv|bn)', path[0]).groups()
+    s, i = int(stage) + 1, int(i) + 1
+    return f'block{s}_conv{i}' if kind == 'conv' else f'batchnorm{s}_{i}'
+  wrn = isinstance(model, models.WideResNet)
+  top = {'stem_conv': 'conv1', 'stem_bn': 'bn1', 'final_bn': 'bn1' if wrn else 'bn', 'head': 'fc' if wrn else 'linear'}
+  if path[0] in top:
+    return top[path[0]]
+  stage, block = map(int, re.fullmatch(r'stage(\d)_block(\d+)', path[0]).groups())
+  prefix = f'block{stage + 1}.layer.{block}' if wrn else f'layer{stage + 1}.{block}'
+  shortcut = {'shortcut_conv': 'convShortcut' if wrn else 'shortcut.0', 'shortcut_bn': 'shortcut.1'}
+  return f'{prefix}.{shortcut.get(path[1], path[1])}'
+
+
+def _modules(variables):
+  """{module path: {'params': {...}, 'batch_stats': {...}}} for every module that holds parameters."""
+  out = collections.defaultdict(dict)
+  for collection, tree in variables.items():
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+      names = tuple(k.key for k in key_path)
+      out[names[:-1]].setdefault(collection, {})[names[-1]] = leaf
+  return out
+
+
+def _nchw_channels(model, path):
+  """The channel count of the NCHW flatten that feeds this dense layer in PyTorch, if one does (SmallCNN's fc1)."""
+  return model.width * 196 // 64 if isinstance(model, models.SmallCNN) and path[0] == 'fc1' else None
+
+
+def _to_flax(kind, tensors, nchw_channels):
+  """One module's advjax leaves from its PyTorch tensors (numpy)."""
+  if kind == 'bn':
+    return dict(params=dict(scale=tensors['weight'], bias=tensors['bias']),
+                batch_stats=dict(mean=tensors['running_mean'], var=tensors['running_var']))
+  weight = tensors['weight']
+  if kind == 'conv':
+    kernel = weight.transpose(2, 3, 1, 0)   # OIHW -> HWIO
+  elif nchw_channels:   # rows from PyTorch's (c, h, w) flatten order to advjax's (h, w, c)
+    kernel = weight.reshape(weight.shape[0], nchw_channels, -1).transpose(2, 1, 0).reshape(-1, weight.shape[0])
+  else:
+    kernel = weight.T
+  return dict(params=dict(kernel=kernel, **({'bias': tensors['bias']} if 'bias' in tensors else {})))
+
+
+def _to_torch(kind, leaves, nchw_channels):
+  """One module's PyTorch tensors (numpy) from its advjax leaves: `_to_flax` inverted."""
+  params = {k: np.asarray(v, np.float32) for k, v in leaves['params'].items()}
+  if kind == 'bn':
+    stats = {k: np.asarray(v, np.float32) for k, v in leaves['batch_stats'].items()}
+    return dict(weight=params['scale'], bias=params['bias'], running_mean=stats['mean'], running_var=stats['var'])
+  kernel = params['kernel']
+  if kind == 'conv':
+    weight = kernel.transpose(3, 2, 0, 1)   # HWIO -> OIHW
+  elif nchw_channels:
+    out = kernel.shape[1]
+    weight = kernel.reshape(-1, nchw_channels, out).transpose(2, 1, 0).reshape(out, -1)
+  else:
+    weight = kernel.T
+  return dict(weight=weight, **({'bias': params['bias']} if 'bias' in params else {}))
+
+
+def _read(checkpoint):
+  """A checkpoint (a path to a .pt file, or a dict) as {name: numpy array}, without wrappers and prefixes."""
+  if isinstance(checkpoint, (str, os.PathLike)):
+    import torch  # pylint: disable=g-import-not-at-top
+    checkpoint = torch.load(checkpoint, map_location='cpu', weights_only=True)
+  if 'state_dict' in checkpoint and isinstance(checkpoint['state_dict'], dict):
+    checkpoint = checkpoint['state_dict']
+  state = {}
+  for name, value in checkpoint.items():
+    for prefix in ('module.', 'model.'):
+      name = name.removeprefix(prefix)
+    state[name] = np.array(value.detach().cpu().numpy() if hasattr(value, 'detach') else value)   # a copy: torch may update it in place
+  return state
+
+
+def _kind(leaves):
+  if 'scale' in leaves.get('params', {}):
+    return 'bn'
+  return 'conv' if leaves['params']['kernel'].ndim == 4 else 'dense'
+
+
+def load_torch(checkpoint, model_name, num_classes=10, *, input_shape=(32, 32, 3), **model_fields):
+  """The advjax model called `model_name` and its variables from a PyTorch `state_dict`.
+
+  Args:
+    checkpoint: a `.pt` file's path or a dict of tensors; a wrapping 'state_dict' key and 'module.' / 'model.'
+      prefixes are removed.
+    model_name: an advjax model name (`models.KNOWN_MODELS`).
+    num_classes: the checkpoint's number of classes.
+    input_shape: (H, W, C) of an input, to shape the variables (SmallCNN's fc1 depends on it).
+    **model_fields: passed to `models.get_model`: `mean` and `std` where the official model normalised outside the
+      network (advjax normalises inside), `final_bn`, `preact_shortcut`, `dtype`, ...
+  Returns:
+    (model, variables), with `model.apply(variables, x, train=False)` the logits of NHWC images x in [0, 1].
+  Raises:
+    CheckpointError: naming the keys that are missing, unexpected or of the wrong shape.
+  """
+  state = _read(checkpoint)
+  model = models.get_model(model_name, num_classes, **model_fields)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape)), train=False))
+  variables, used, problems = {}, set(), []
+  for path, like in _modules(shapes).items():
+    name, kind = _torch_module_name(model, path), _kind(like)
+    keys = dict(bn=('weight', 'bias', 'running_mean', 'running_var'), conv=('weight',), dense=('weight', 'bias'))[kind]
+    keys += ('bias',) if kind == 'conv' and 'bias' in like['params'] else ()
+    missing = [f'{name}.{k}' for k in keys if f'{name}.{k}' not in state]
+    if missing:
+      problems.append(f'missing {", ".join(missing)}')
+      continue
+    used.update(f'{name}.{k}' for k in keys)
+    try:
+      leaves = _to_flax(kind, {k: state[f'{name}.{k}'] for k in keys}, _nchw_channels(model, path))
+    except ValueError:   # a weight that cannot be rearranged into this layer's layout
+      problems.append(f'{name}.weight: shape {state[f"{name}.weight"].shape} does not fit {"/".join(path)}')
+      continue
+    for collection, tree in leaves.items():
+      for leaf, value in tree.items():
+        want = like[collection][leaf].shape
+        if value.shape != want:
+          key = f'{name}.{_TORCH_LEAF.get(leaf, leaf)}'
+          problems.append(f'{key}: shape {tuple(state[key].shape)} does not fit {"/".join(path + (leaf,))} {want}')
+        node = variables.setdefault(collection, {})
+        for p in path:
+          node = node.setdefault(p, {})
+        node[leaf] = jnp.asarray(value, jnp.float32)
+  unexpected = sorted(k for k in state if k not in used and not _DEAD.fullmatch(k))
+  if unexpected:
+    problems.append(f'unexpected {", ".join(unexpected[:8])}{" ..." if len(unexpected) > 8 else ""}')
+  if problems:
+    more = f'; and {len(problems) - 3} more' if len(problems) > 3 else ''
+    raise CheckpointError(f'checkpoint does not fit {model_name}: ' + '; '.join(problems[:3]) + more)
+  return model, variables
+
+
+def to_torch(model, variables):
+  """advjax variables as an ordered PyTorch `state_dict` of the official module's layout (needs torch)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  state = collections.OrderedDict()
+  for path, leaves in _modules(variables).items():
+    name, kind = _torch_module_name(model, path), _kind(leaves)
+    for key, value in _to_torch(kind, leaves, _nchw_channels(model, path)).items():
+      state[f'{name}.{key}'] = torch.from_numpy(np.array(value))
+    if kind == 'bn':
+      state[f'{name}.num_batches_tracked'] = torch.tensor(0)
+  return state

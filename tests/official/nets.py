@@ -1,0 +1,225 @@
+"""The networks of the official PyTorch codes, transcribed: the yardstick of `advjax.interop` and of the zoo's
+initialisation. Each class is the official one with the unused variants left out; nothing else is changed.
+
+- SmallCNN: zjfheart/Friendly-Adversarial-Training, models/small_cnn.py, commit 80a0640748.
+- ResNet18 (kuangliu): the same repository, models/resnet.py.
+- PreActResNet18, `final_bn`/`preact_shortcut` picking the official variant:
+    kuangliu (final_bn=False, preact_shortcut=True): the same repository, models/preact_resnet.py; the same network
+      in jiaxiaojunQAQ/FGSM-SDI models/preact_resnet.py (d54cac68b5), jiaxiaojunQAQ/FGSM-PGI models/preact_resnet.py
+      (fc15cfeffd) and jiaxiaojunQAQ/LAS-AT {,LAS_AWP/,LAS_Trades/,LAS_PGD_AT/}CIFAR10_models/preact_resnet.py
+      (ee756b7ef7).
+    AWP (final_bn=True, preact_shortcut=True): csdongxian/AWP, AT_AWP/preactresnet.py (a7acf5d842).
+    locuslab (final_bn=True, preact_shortcut=False): locuslab/fast_adversarial, CIFAR10/preact_resnet.py, 54f7287557.
+  The two flags are the only change: each original hard-codes its choice.
+- WideResNet: yaodongyu/TRADES, models/wideresnet.py, commit 6e8e11b7c2 (FAT's models/wide_resnet.py is the same
+  network), with its unused `sub_block1`.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SmallCNN(nn.Module):
+  def __init__(self):
+    super().__init__()
+    self.block1_conv1 = nn.Conv2d(3, 64, 3, padding=1)
+    self.block1_conv2 = nn.Conv2d(64, 64, 3, padding=1)
+    self.block1_pool1 = nn.MaxPool2d(2, 2)
+    self.batchnorm1_1 = nn.BatchNorm2d(64)
+    self.batchnorm1_2 = nn.BatchNorm2d(64)
+    self.block2_conv1 = nn.Conv2d(64, 128, 3, padding=1)
+    self.block2_conv2 = nn.Conv2d(128, 128, 3, padding=1)
+    self.block2_pool1 = nn.MaxPool2d(2, 2)
+    self.batchnorm2_1 = nn.BatchNorm2d(128)
+    self.batchnorm2_2 = nn.BatchNorm2d(128)
+    self.block3_conv1 = nn.Conv2d(128, 196, 3, padding=1)
+    self.block3_conv2 = nn.Conv2d(196, 196, 3, padding=1)
+    self.block3_pool1 = nn.MaxPool2d(2, 2)
+    self.batchnorm3_1 = nn.BatchNorm2d(196)
+    self.batchnorm3_2 = nn.BatchNorm2d(196)
+    self.activ = nn.ReLU()
+    self.fc1 = nn.Linear(196 * 4 * 4, 256)
+    self.fc2 = nn.Linear(256, 10)
+
+  def forward(self, x):
+    x = self.activ(self.batchnorm1_1(self.block1_conv1(x)))
+    x = self.block1_pool1(self.activ(self.batchnorm1_2(self.block1_conv2(x))))
+    x = self.activ(self.batchnorm2_1(self.block2_conv1(x)))
+    x = self.block2_pool1(self.activ(self.batchnorm2_2(self.block2_conv2(x))))
+    x = self.activ(self.batchnorm3_1(self.block3_conv1(x)))
+    x = self.block3_pool1(self.activ(self.batchnorm3_2(self.block3_conv2(x))))
+    x = x.view(-1, 196 * 4 * 4)
+    return self.fc2(self.activ(self.fc1(x)))
+
+
+class BasicBlock(nn.Module):
+  expansion = 1
+
+  def __init__(self, in_planes, planes, stride=1):
+    super().__init__()
+    self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+    self.bn1 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.shortcut = nn.Sequential()
+    if stride != 1 or in_planes != self.expansion * planes:
+      self.shortcut = nn.Sequential(
+          nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride, bias=False),
+          nn.BatchNorm2d(self.expansion * planes))
+
+  def forward(self, x):
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = self.bn2(self.conv2(out))
+    out += self.shortcut(x)
+    return F.relu(out)
+
+
+class ResNet18(nn.Module):
+  def __init__(self, num_classes=10):
+    super().__init__()
+    self.in_planes = 64
+    self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    self.bn1 = nn.BatchNorm2d(64)
+    self.layer1 = self._make_layer(64, 2, stride=1)
+    self.layer2 = self._make_layer(128, 2, stride=2)
+    self.layer3 = self._make_layer(256, 2, stride=2)
+    self.layer4 = self._make_layer(512, 2, stride=2)
+    self.linear = nn.Linear(512, num_classes)
+
+  def _make_layer(self, planes, num_blocks, stride):
+    layers = []
+    for stride in [stride] + [1] * (num_blocks - 1):
+      layers.append(BasicBlock(self.in_planes, planes, stride))
+      self.in_planes = planes
+    return nn.Sequential(*layers)
+
+  def forward(self, x):
+    out = F.relu(self.bn1(self.conv1(x)))
+    out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+    out = F.avg_pool2d(out, 4)
+    return self.linear(out.view(out.size(0), -1))
+
+
+class PreActBlock(nn.Module):
+  expansion = 1
+
+  def __init__(self, in_planes, planes, stride=1, preact_shortcut=True):
+    super().__init__()
+    self.preact_shortcut = preact_shortcut
+    self.bn1 = nn.BatchNorm2d(in_planes)
+    self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+    self.bn2 = nn.BatchNorm2d(planes)
+    self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+    if stride != 1 or in_planes != self.expansion * planes:
+      self.shortcut = nn.Sequential(
+          nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride, bias=False))
+
+  def forward(self, x):
+    out = F.relu(self.bn1(x))
+    shortcut = self.shortcut(out if self.preact_shortcut else x) if hasattr(self, 'shortcut') else x
+    out = self.conv1(out)
+    out = self.conv2(F.relu(self.bn2(out)))
+    out += shortcut
+    return out
+
+
+class PreActResNet18(nn.Module):
+  def __init__(self, num_classes=10, final_bn=True, preact_shortcut=True):
+    super().__init__()
+    self.in_planes = 64
+    self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    self.layer1 = self._make_layer(64, 2, 1, preact_shortcut)
+    self.layer2 = self._make_layer(128, 2, 2, preact_shortcut)
+    self.layer3 = self._make_layer(256, 2, 2, preact_shortcut)
+    self.layer4 = self._make_layer(512, 2, 2, preact_shortcut)
+    if final_bn:
+      self.bn = nn.BatchNorm2d(512)
+    self.linear = nn.Linear(512, num_classes)
+
+  def _make_layer(self, planes, num_blocks, stride, preact_shortcut):
+    layers = []
+    for stride in [stride] + [1] * (num_blocks - 1):
+      layers.append(PreActBlock(self.in_planes, planes, stride, preact_shortcut))
+      self.in_planes = planes
+    return nn.Sequential(*layers)
+
+  def forward(self, x):
+    out = self.conv1(x)
+    out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+    if hasattr(self, 'bn'):
+      out = F.relu(self.bn(out))
+    out = F.avg_pool2d(out, 4)
+    return self.linear(out.view(out.size(0), -1))
+
+
+class WideBasicBlock(nn.Module):   # TRADES' `BasicBlock`
+  def __init__(self, in_planes, out_planes, stride, dropRate=0.0):
+    super().__init__()
+    self.bn1 = nn.BatchNorm2d(in_planes)
+    self.relu1 = nn.ReLU(inplace=True)
+    self.conv1 = nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+    self.bn2 = nn.BatchNorm2d(out_planes)
+    self.relu2 = nn.ReLU(inplace=True)
+    self.conv2 = nn.Conv2d(out_planes, out_planes, kernel_size=3, stride=1, padding=1, bias=False)
+    self.droprate = dropRate
+    self.equalInOut = (in_planes == out_planes)
+    self.convShortcut = (not self.equalInOut) and nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride,
+                                                            padding=0, bias=False) or None
+
+  def forward(self, x):
+    if not self.equalInOut:
+      x = self.relu1(self.bn1(x))
+    else:
+      out = self.relu1(self.bn1(x))
+    out = self.relu2(self.bn2(self.conv1(out if self.equalInOut else x)))
+    if self.droprate > 0:
+      out = F.dropout(out, p=self.droprate, training=self.training)
+    out = self.conv2(out)
+    return torch.add(x if self.equalInOut else self.convShortcut(x), out)
+
+
+class NetworkBlock(nn.Module):
+  def __init__(self, nb_layers, in_planes, out_planes, block, stride, dropRate=0.0):
+    super().__init__()
+    self.layer = nn.Sequential(*[block(i == 0 and in_planes or out_planes, out_planes, i == 0 and stride or 1,
+                                       dropRate) for i in range(int(nb_layers))])
+
+  def forward(self, x):
+    return self.layer(x)
+
+
+class WideResNet(nn.Module):
+  def __init__(self, depth=34, num_classes=10, widen_factor=10, dropRate=0.0):
+    super().__init__()
+    nChannels = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+    assert (depth - 4) % 6 == 0
+    n = (depth - 4) / 6
+    block = WideBasicBlock
+    self.conv1 = nn.Conv2d(3, nChannels[0], kernel_size=3, stride=1, padding=1, bias=False)
+    self.block1 = NetworkBlock(n, nChannels[0], nChannels[1], block, 1, dropRate)
+    self.sub_block1 = NetworkBlock(n, nChannels[0], nChannels[1], block, 1, dropRate)
+    self.block2 = NetworkBlock(n, nChannels[1], nChannels[2], block, 2, dropRate)
+    self.block3 = NetworkBlock(n, nChannels[2], nChannels[3], block, 2, dropRate)
+    self.bn1 = nn.BatchNorm2d(nChannels[3])
+    self.relu = nn.ReLU(inplace=True)
+    self.fc = nn.Linear(nChannels[3], num_classes)
+    self.nChannels = nChannels[3]
+    for m in self.modules():
+      if isinstance(m, nn.Conv2d):
+        n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+        m.weight.data.normal_(0, math.sqrt(2. / n))
+      elif isinstance(m, nn.BatchNorm2d):
+        m.weight.data.fill_(1)
+        m.bias.data.zero_()
+      elif isinstance(m, nn.Linear):
+        m.bias.data.zero_()
+
+  def forward(self, x):
+    out = self.conv1(x)
+    out = self.block3(self.block2(self.block1(out)))
+    out = self.relu(self.bn1(out))
+    out = F.avg_pool2d(out, 8)
+    out = out.view(-1, self.nChannels)
+    return self.fc(out)
