@@ -71,7 +71,7 @@ def shared_config(config_name, variant, overrides, args):
   c = __import__(config_name).get_config(variant)
   default.rescale_schedules(c, args.epochs, rescale_lr=False)
   c.update(overrides)
-  c.seed = 0
+  c.seed = args.seed
   c.batch_size = 128
   c.lr_schedule = ((1, args.lr), (args.epochs - 1, args.lr / 10))
   c.log_every_steps = 0
@@ -185,6 +185,7 @@ def main():
   parser.add_argument('--num_train', type=int, default=3000)
   parser.add_argument('--num_test', type=int, default=1000)
   parser.add_argument('--epochs', type=int, default=6)
+  parser.add_argument('--seed', type=int, default=0, help='of the initialisation, shuffling and attacks')
   parser.add_argument('--eps', type=float, default=0.1)
   parser.add_argument('--lr', type=float, default=0.02)
   parser.add_argument('--only', nargs='*', help='labels of RUNS to run (default all)')

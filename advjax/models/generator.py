@@ -8,8 +8,8 @@ _xavier_relu = nn.initializers.variance_scaling(2.0, 'fan_avg', 'uniform')   # X
 
 
 def _bn(train, axis_name, affine=True, epsilon=1e-5):
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon, axis_name=axis_name,
-                      use_bias=affine, use_scale=affine)
+  return layers.BatchNorm(use_running_average=not train, epsilon=epsilon, axis_name=axis_name, use_bias=affine,
+                          use_scale=affine)
 
 
 def _conv(features, use_bias=False, kernel_init=layers.wrn_conv_init):

@@ -54,16 +54,53 @@ def dense(features: int, *, init: str, in_features: int, dtype: Any = jnp.float3
   return nn.Dense(features, kernel_init=torch_kernel_init, bias_init=bias_init, dtype=dtype, name=name)
 
 
-def batch_norm(train: bool, axis_name: str | None, *, dtype: Any = jnp.float32,
-               name: str | None = None) -> nn.BatchNorm:
-  """BatchNorm with PyTorch's constants (its momentum 0.1 is flax's 0.9).
+class BatchNorm(nn.Module):
+  """PyTorch's `BatchNorm2d` (train mode: batch statistics, running averages updated; eval mode: the averages).
 
-  With `axis_name` set, training-mode statistics are averaged over that mapped
-  axis, so a batch split across devices is normalised as one batch.
-  Statistics are reduced in float32 even when `dtype` is bfloat16.
+  Unlike `nn.BatchNorm`, the running variance averages the unbiased batch variance (times n / (n - 1), n the values
+  per channel over the whole batch), as PyTorch does; the normalisation uses the biased one, as both do. Variables
+  are named as `nn.BatchNorm`'s (params scale, bias; batch_stats mean, var). With `axis_name` set, training-mode
+  statistics are averaged over that mapped axis, so a batch split across devices is normalised as one batch.
+  Statistics are computed in float32 (or wider) even when `dtype` is bfloat16.
   """
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      axis_name=axis_name, dtype=dtype, name=name)
+  use_running_average: bool
+  axis_name: str | None = None
+  momentum: float = 0.9   # flax's convention: PyTorch's momentum 0.1
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+  use_scale: bool = True
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    features, stats_dtype = x.shape[-1], jnp.promote_types(x.dtype, jnp.float32)
+    running_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros(features, jnp.float32))
+    running_var = self.variable('batch_stats', 'var', lambda: jnp.ones(features, jnp.float32))
+    if self.use_running_average:
+      mean, var = running_mean.value, running_var.value
+    else:
+      values = x.astype(stats_dtype).reshape(-1, features)
+      count, mean = values.shape[0], values.mean(0)
+      if self.axis_name:
+        mean, count = jax.lax.pmean(mean, self.axis_name), jax.lax.psum(count, self.axis_name)
+      var = jnp.square(values - mean).mean(0)   # two passes, as PyTorch: no cancellation in E[x^2] - E[x]^2
+      if self.axis_name:
+        var = jax.lax.pmean(var, self.axis_name)
+      if not self.is_initializing():
+        average = lambda old, new: self.momentum * old + (1 - self.momentum) * new.astype(old.dtype)
+        running_mean.value = average(running_mean.value, mean)
+        running_var.value = average(running_var.value, var * count / max(count - 1, 1))
+    y = (x.astype(stats_dtype) - mean) * jax.lax.rsqrt(var + self.epsilon)
+    if self.use_scale:
+      y = y * self.param('scale', nn.initializers.ones, (features,), jnp.float32)
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros, (features,), jnp.float32)
+    return y.astype(self.dtype)
+
+
+def batch_norm(train: bool, axis_name: str | None, *, dtype: Any = jnp.float32, name: str | None = None) -> BatchNorm:
+  """BatchNorm with PyTorch's constants and running variance (see `BatchNorm`)."""
+  return BatchNorm(use_running_average=not train, axis_name=axis_name, dtype=dtype, name=name)
 
 
 def prepare_input(x, mean: Sequence[float] | None, std: Sequence[float] | None, dtype):
