@@ -52,24 +52,33 @@ def madry_loss(config):
   return loss
 
 
+FORWARD_ORDERS = ('natural_first', 'adversarial_first')
+
+
+def _natural_and_adversarial(config, forward, model_state, x, x_adv):
+  """The training-mode logits of x and x_adv, computed in `config.forward_order`: the order BatchNorm's running
+  statistics see them in (FAT-for-TRADES, TRADES and MART: natural first; FAT-for-MART: adversarial first)."""
+  if config.get('forward_order', 'natural_first') == 'adversarial_first':
+    adv_logits, model_state = forward(x_adv, model_state)
+    natural_logits, model_state = forward(x, model_state)
+  else:
+    natural_logits, model_state = forward(x, model_state)
+    adv_logits, model_state = forward(x_adv, model_state)
+  return natural_logits, adv_logits, model_state
+
+
 def trades_loss(config):
   """TRADES: CE(f(x), y) + beta * mean_i KL(p(x_i) || p(x'_i)), all forwards in training mode.
 
   The natural logits of a training-mode forward feed both the CE and the KL target, which is not detached, as in
-  the official code. By default two forwards, natural then adversarial. `trades_forwards = 3` repeats the official
-  `trades.py` exactly (natural, adversarial, natural again for the KL target: the same gradient, but BatchNorm
-  running statistics updated three times); `trades_order = 'adversarial_first'` is FAT-for-TRADES' official order.
+  the official code. By default two forwards in `forward_order` (FAT-for-TRADES': natural first). `trades_forwards
+  = 3` repeats the official `trades.py` exactly (natural, adversarial, natural again for the KL target: the same
+  gradient, but BatchNorm running statistics updated three times).
   """
   beta, forwards = config.beta, config.get('trades_forwards', 2)
-  adversarial_first = config.get('trades_order', 'natural_first') == 'adversarial_first'
 
   def loss(forward, model_state, x, x_adv, y):
-    if adversarial_first:
-      adv_logits, model_state = forward(x_adv, model_state)
-      natural_logits, model_state = forward(x, model_state)
-    else:
-      natural_logits, model_state = forward(x, model_state)
-      adv_logits, model_state = forward(x_adv, model_state)
+    natural_logits, adv_logits, model_state = _natural_and_adversarial(config, forward, model_state, x, x_adv)
     target_logits = natural_logits
     if forwards == 3:
       target_logits, model_state = forward(x, model_state)
@@ -94,12 +103,12 @@ def mart_terms(natural_logits, adv_logits, y):
 
 
 def mart_loss(config):
-  """MART: mean BCE(x') + beta * mean KL(p(x) || p(x')) (1 - p_y(x)); nothing detached; natural forward first."""
+  """MART: mean BCE(x') + beta * mean KL(p(x) || p(x')) (1 - p_y(x)); nothing detached; forwards in
+  `forward_order`."""
   beta = config.beta
 
   def loss(forward, model_state, x, x_adv, y):
-    natural_logits, model_state = forward(x, model_state)
-    adv_logits, model_state = forward(x_adv, model_state)
+    natural_logits, adv_logits, model_state = _natural_and_adversarial(config, forward, model_state, x, x_adv)
     boosted_ce, weighted_kl = mart_terms(natural_logits, adv_logits, y)
     return boosted_ce.mean() + beta * weighted_kl.mean(), (adv_logits, model_state)
 

@@ -62,8 +62,8 @@ def _check_method_settings(config):
   _check_fast_and_learned(config)
   _require(config.get('trades_forwards', 2) in (2, 3),
            f'trades_forwards must be 2 or 3, got {config.get("trades_forwards")}')
-  _require(config.get('trades_order', 'natural_first') in ('natural_first', 'adversarial_first'),
-           f"trades_order must be 'natural_first' or 'adversarial_first', got {config.get('trades_order')!r}")
+  _require(config.get('forward_order', 'natural_first') in objectives.FORWARD_ORDERS,
+           f"forward_order must be 'natural_first' or 'adversarial_first', got {config.get('forward_order')!r}")
 
 
 def _one_of(name, value, allowed):

@@ -25,6 +25,7 @@ def get_config(arg=None):
   c.num_epochs = 90
   c.model.name = 'wrn-34-10'
   c.beta = 6.0
+  c.forward_order = 'adversarial_first'   # the official FAT_for_MART.py: model(output_adv), then model(output_natural)
   c.attack.update(init='gaussian', clip_init=True)
   c.tau_schedule = ((1, 0), (21, 1), (41, 2), (61, 3), (81, 4))
   c.lr_schedule = ((1, 0.1), (60, 0.01), (90, 0.001))

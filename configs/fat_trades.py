@@ -3,7 +3,7 @@ r"""FAT for TRADES (Zhang et al., ICML 2020, Table 2): WRN-34-10 on CIFAR-10, KL
   python -m advjax.main --config=configs/fat_trades.py                # beta 6, eps_train 8/255
   python -m advjax.main --config=configs/fat_trades.py:beta1,eps16    # variants: beta1, eps16, small, digits
 
-Training: the TRADES loss (two training-mode forwards, adversarial first, as the official code) on PGD-10-tau points
+Training: the TRADES loss (two training-mode forwards, natural first, as the official `FAT_for_TRADES.py`) on PGD-10-tau points
 of the KL attack from clip01(x + 0.001 N), step 0.007, no omega; tau 0 -> 1 -> 2 -> 3 at epochs 31 / 51 / 71;
 85 epochs, LR 0.1, x0.1 from epoch 75, wd 2e-4. Evaluation ("trades" protocol): PGD-20, step 0.003.
 
@@ -29,7 +29,7 @@ def get_config(arg=None):
   c.model.name = 'wrn-34-10'
   c.beta = 6.0
   c.trades_forwards = 2
-  c.trades_order = 'adversarial_first'
+  c.forward_order = 'natural_first'
   c.attack.update(loss='kl', init='gaussian', clip_init=True)
   c.tau_schedule = ((1, 0), (31, 1), (51, 2), (71, 3))
   c.lr_schedule = ((1, 0.1), (75, 0.01), (90, 0.001))

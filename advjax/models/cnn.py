@@ -23,7 +23,7 @@ class TinyCNN(layers.Classifier):
       x = nn.relu(x)
     x = x.reshape(x.shape[0], -1)
     x = layers.dense(self.num_classes, init='wrn', in_features=x.shape[-1], dtype=self.dtype, name='head')(x)
-    return x.astype(jnp.float32)
+    return layers.as_logits(x, self.dtype)
 
 
 class SmallCNN(layers.Classifier):
@@ -54,4 +54,4 @@ class SmallCNN(layers.Classifier):
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(layers.dense(4 * w, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='fc1')(x))
     x = layers.dense(self.num_classes, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='head')(x)
-    return x.astype(jnp.float32)
+    return layers.as_logits(x, self.dtype)

@@ -132,6 +132,11 @@ def max_pool_2x2(x):
     return jnp.maximum(jnp.maximum(corner(0, 0), corner(0, 1)), jnp.maximum(corner(1, 0), corner(1, 1)))
 
 
+def as_logits(x, dtype):
+  """Logits in float32, or wider where the model computes wider (float64 in the differential tests)."""
+  return x.astype(jnp.promote_types(dtype, jnp.float32))
+
+
 def global_avg_pool(x):
   # Mean in float32: summing many bfloat16 activations loses precision.
   return jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)

@@ -48,7 +48,7 @@ class ResNet18(layers.Classifier):
                        name=f'stage{stage}_block{i}')(x, train)
     x = layers.global_avg_pool(x)
     x = layers.dense(self.num_classes, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='head')(x)
-    return x.astype(jnp.float32)
+    return layers.as_logits(x, self.dtype)
 
 
 class PreActResNet18(layers.Classifier):
@@ -74,4 +74,4 @@ class PreActResNet18(layers.Classifier):
       x = nn.relu(layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype, name='final_bn')(x))
     x = layers.global_avg_pool(x)
     x = layers.dense(self.num_classes, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='head')(x)
-    return x.astype(jnp.float32)
+    return layers.as_logits(x, self.dtype)

@@ -70,4 +70,4 @@ class WideResNet(layers.Classifier):
     x = layers.batch_norm(train, self.bn_axis_name, dtype=self.dtype, name='final_bn')(x)
     x = layers.global_avg_pool(nn.relu(x))
     x = layers.dense(self.num_classes, init='wrn', in_features=x.shape[-1], dtype=self.dtype, name='head')(x)
-    return x.astype(jnp.float32)
+    return layers.as_logits(x, self.dtype)

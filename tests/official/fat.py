@@ -1,10 +1,12 @@
-"""FAT's training step as its official code runs it, transcribed for the differential tests.
+"""FAT's training steps as its official code runs them, transcribed for the differential tests.
 
 Source: zjfheart/Friendly-Adversarial-Training, commit 80a064074891775146bca8c4d8a6b99c1499285a: `earlystop.py`
-(`earlystop`, uniform random init, loss 'cent') and `FAT.py` (`train`'s loop body). Lines intentionally changed:
-- the draws are injected: `np.random.uniform(-epsilon, epsilon, data.shape)` is `start_noise`, and step k's
-  `torch.randn(iter_adv.shape)` is `step_noise[k]` at the examples still iterating (indexed by their place in the
-  input batch, which `origin` tracks through the official code's re-indexing);
+(`earlystop`, both random inits, both losses), `FAT.py`, `FAT_for_TRADES.py` and `FAT_for_MART.py` (`train`'s loop
+bodies, `TRADES_loss`, `MART_loss`). Lines intentionally changed:
+- the draws are injected: the start's `np.random.uniform(-epsilon, epsilon, data.shape)` or
+  `0.001 * torch.randn(data.shape)` is `start_noise`, and step k's `torch.randn(iter_adv.shape)` is `step_noise[k]`
+  at the examples still iterating (indexed by their place in the input batch, which `origin` tracks through the
+  official code's re-indexing);
 - `.cuda()` dropped; the hard-coded `reshape(-1, 3, 32, 32)` reads the input's shape; the model may compute in a
   wider dtype than the images and iterates (float32, as in the official code): `model(v)` is `model(v.to(dtype))`;
 - it also returns each example's step count and its position in the output (the official code returns only the
@@ -13,9 +15,11 @@ With tau >= K and omega = 0 the loop takes K steps for every example: PGD-K, the
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
-def earlystop(model, data, target, step_size, epsilon, perturb_steps, tau, start_noise, step_noise, omega=0.0):
+def earlystop(model, data, target, step_size, epsilon, perturb_steps, tau, start_noise, step_noise, omega=0.0,
+              loss_fn='cent'):
   model.eval()
   K = perturb_steps
   count = 0
@@ -30,6 +34,7 @@ def earlystop(model, data, target, step_size, epsilon, perturb_steps, tau, start
   iter_adv = torch.clamp(iter_adv, 0.0, 1.0)
   iter_clean_data = data.detach()
   iter_target = target.detach()
+  output_iter_clean_data = model(data.to(dtype))
 
   while K > 0:
     iter_adv.requires_grad_()
@@ -54,7 +59,11 @@ def earlystop(model, data, target, step_size, epsilon, perturb_steps, tau, start
 
     model.zero_grad()
     with torch.enable_grad():
-      loss_adv = nn.CrossEntropyLoss(reduction='mean')(output, iter_target)
+      if loss_fn == 'cent':
+        loss_adv = nn.CrossEntropyLoss(reduction='mean')(output, iter_target)
+      if loss_fn == 'kl':
+        criterion_kl = nn.KLDivLoss(reduction='sum')   # the official size_average=False
+        loss_adv = criterion_kl(F.log_softmax(output, dim=1), F.softmax(output_iter_clean_data, dim=1))
     loss_adv.backward(retain_graph=True)
     grad = iter_adv.grad
 
@@ -64,6 +73,7 @@ def earlystop(model, data, target, step_size, epsilon, perturb_steps, tau, start
       iter_clean_data = iter_clean_data[iter_index]
       iter_target = iter_target[iter_index]
       origin = origin[iter_index]
+      output_iter_clean_data = output_iter_clean_data[iter_index]
       grad = grad[iter_index]
       eta = step_size * grad.sign()
       noise = step_noise[perturb_steps - K][origin]
@@ -80,21 +90,55 @@ def earlystop(model, data, target, step_size, epsilon, perturb_steps, tau, start
 
   output_adv = torch.cat(output_adv + [iter_adv.reshape(-1, *shape)], dim=0).detach()
   output_target = torch.cat(output_target + [iter_target.reshape(-1)], dim=0)
+  output_natural = torch.cat(output_natural + [iter_clean_data.reshape(-1, *shape)], dim=0)
   output_origin = torch.cat(output_origin + [origin], dim=0)
-  return output_adv, output_target, output_origin, count, steps
+  return output_adv, output_target, output_natural, output_origin, count, steps
 
 
-def train_step(model, optimizer, data, target, *, tau, start_noise, step_noise, epsilon=0.031, step_size=0.007,
-               num_steps=10, omega=0.001):
-  """One batch of FAT.py's `train`: early-stopped PGD in eval mode, then CE on the friendly adversarial data in
-  training mode. Returns (adversarial points in input order, per-example steps, loss)."""
-  output_adv, output_target, output_origin, _, steps = earlystop(
+def TRADES_loss(adv_logits, natural_logits, target, beta):
+  batch_size = len(target)
+  criterion_kl = nn.KLDivLoss(reduction='sum')
+  loss_natural = nn.CrossEntropyLoss(reduction='mean')(natural_logits, target)
+  loss_robust = (1.0 / batch_size) * criterion_kl(F.log_softmax(adv_logits, dim=1), F.softmax(natural_logits, dim=1))
+  return loss_natural + beta * loss_robust
+
+
+def MART_loss(adv_logits, natural_logits, target, beta):
+  kl = nn.KLDivLoss(reduction='none')
+  batch_size = len(target)
+  adv_probs = F.softmax(adv_logits, dim=1)
+  tmp1 = torch.argsort(adv_probs, dim=1)[:, -2:]
+  new_y = torch.where(tmp1[:, -1] == target, tmp1[:, -2], tmp1[:, -1])
+  loss_adv = F.cross_entropy(adv_logits, target) + F.nll_loss(torch.log(1.0001 - adv_probs + 1e-12), new_y)
+  nat_probs = F.softmax(natural_logits, dim=1)
+  true_probs = torch.gather(nat_probs, 1, (target.unsqueeze(1)).long()).squeeze()
+  loss_robust = (1.0 / batch_size) * torch.sum(
+      torch.sum(kl(torch.log(adv_probs + 1e-12), nat_probs), dim=1) * (1.0000001 - true_probs))
+  return loss_adv + float(beta) * loss_robust
+
+
+def train_step(model, optimizer, data, target, *, method, tau, start_noise, step_noise, epsilon=0.031,
+               step_size=0.007, num_steps=10, omega=0.001, beta=6.0):
+  """One batch of the `train` loop of FAT.py (method 'fat': CE on the friendly adversarial data), FAT_for_TRADES.py
+  ('fat_trades': the KL attack, then natural and adversarial training-mode forwards, TRADES_loss) or FAT_for_MART.py
+  ('fat_mart': adversarial, then natural forwards, MART_loss). Returns (adversarial points in input order,
+  per-example steps, loss)."""
+  output_adv, output_target, output_natural, output_origin, _, steps = earlystop(
       model, data, target, step_size=step_size, epsilon=epsilon, perturb_steps=num_steps, tau=tau,
-      start_noise=start_noise, step_noise=step_noise, omega=omega)
+      start_noise=start_noise, step_noise=step_noise, omega=omega, loss_fn='kl' if method == 'fat_trades' else 'cent')
+  dtype = next(model.parameters()).dtype
   model.train()
   optimizer.zero_grad()
-  output = model(output_adv.to(next(model.parameters()).dtype))
-  loss = nn.CrossEntropyLoss(reduction='mean')(output, output_target)
+  if method == 'fat':
+    loss = nn.CrossEntropyLoss(reduction='mean')(model(output_adv.to(dtype)), output_target)
+  elif method == 'fat_trades':
+    natural_logits = model(output_natural.to(dtype))
+    adv_logits = model(output_adv.to(dtype))
+    loss = TRADES_loss(adv_logits, natural_logits, output_target, beta)
+  else:
+    adv_logits = model(output_adv.to(dtype))
+    natural_logits = model(output_natural.to(dtype))
+    loss = MART_loss(adv_logits, natural_logits, output_target, beta)
   loss.backward()
   optimizer.step()
   in_input_order = torch.empty_like(output_adv)
