@@ -22,9 +22,8 @@ import numpy as np
 from advjax import models
 
 TORCH_SUFFIXES = ('.pt', '.pth')
-
-
-LAYOUTS = 'small_cnn, small_cnn-<width>, resnet18, preact_resnet18[-kuangliu|-locuslab|-robustbench], wrn-<depth>-<width>'
+LAYOUTS = ('small_cnn, small_cnn-<width>, resnet18, preact_resnet18[-kuangliu|-locuslab|-robustbench], '
+           'wrn-<depth>-<width>')
 
 
 def has_layout(model_name):
@@ -46,7 +45,7 @@ def _torch_module_name(model, path):
   """The PyTorch module name of the advjax module at `path` (a tuple of flax names)."""
   if isinstance(model, models.SmallCNN):
     if path[0] in ('fc1', 'head'):
-      return {'fc1': 'fc1', 'head': 'fc2'}[path[0]]
+      return 'fc1' if path[0] == 'fc1' else 'fc2'
     stage, i, kind = re.fullmatch(r'stage(\d)_(\d)_(conv|bn)', path[0]).groups()
     s, i = int(stage) + 1, int(i) + 1
     return f'block{s}_conv{i}' if kind == 'conv' else f'batchnorm{s}_{i}'
@@ -118,7 +117,8 @@ def _read(checkpoint):
   for name, value in checkpoint.items():
     for prefix in ('module.', 'model.'):
       name = name.removeprefix(prefix)
-    state[name] = np.array(value.detach().cpu().numpy() if hasattr(value, 'detach') else value)   # a copy: torch may update it in place
+    # A copy: the module that owns the tensor may update it in place (BatchNorm statistics in a training forward).
+    state[name] = np.array(value.detach().cpu().numpy() if hasattr(value, 'detach') else value)
   return state
 
 

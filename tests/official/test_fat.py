@@ -1,13 +1,13 @@
 """FAT, FAT for TRADES, FAT for MART and FAT's PGD-K baseline against the official code (tests/official/fat.py), step
-for step: the same weights,
-batch and draws give the same adversarial points, per-example step counts, losses, weights and BatchNorm statistics
-after two optimiser steps.
+for step: the same weights, batch and draws give the same adversarial points, per-example step counts, losses,
+weights and BatchNorm statistics after two optimiser steps.
 
 Both networks compute and store their weights in float64 (advjax's with dtype float64 under `jax.enable_x64`; the
 images and iterates stay float32 on both sides, as in the official code): in float32 the sign in each PGD step turns
 a rounding difference at a near-zero gradient (seen: 1e-7 against a typical 1e-5, after 7 steps) into a
-2-step-size difference of the point, which changes the example's whole path, and the training gradient of the first
-layers moved by 1e-3 (relative) under the iterates' float32-against-float64 rounding (3e-7).
+2-step-size difference of the point, which changes the example's whole path; the KL attack starts where its gradient
+is near zero; and the training gradient of the first layers moved by 1e-3 (relative) under the iterates'
+float32-against-float64 rounding (3e-7).
 """
 import jax
 import jax.numpy as jnp
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from advjax import interop, methods, models, objectives, train
+from advjax import interop, methods, models, train
 from advjax import step as step_lib
 from advjax import train_state as ts
 from advjax.data import pipeline
