@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -79,10 +80,14 @@ def test_loaded_network_gives_the_official_logits(network, images):
   model, variables = interop.load_torch(net.state_dict(), name)
   want_eval, want_train = _logits(net, x, False), _logits(net, x, True)
   got_eval = model.apply(variables, x_nhwc, train=False)
-  got_train, _ = model.apply(variables, x_nhwc, train=True, mutable=['batch_stats'])
+  got_train, updates = model.apply(variables, x_nhwc, train=True, mutable=['batch_stats'])
   assert np.abs(want_eval - want_train).max() > 1e-2   # the two modes differ, so each comparison means something
   np.testing.assert_allclose(got_eval, want_eval, atol=1e-5, rtol=0)
   np.testing.assert_allclose(got_train, want_train, atol=1e-5, rtol=0)
+  # The training forward updates the running statistics as PyTorch's (its running variance unbiased).
+  updated = interop.load_torch(net.state_dict(), name)[1]['batch_stats']
+  for (path, want), got in zip(*(jax.tree_util.tree_flatten_with_path(t)[0] for t in (updated, updates['batch_stats']))):
+    np.testing.assert_allclose(got[1], want, rtol=1e-5, atol=1e-7, err_msg=jax.tree_util.keystr(path))
 
   # Out again: a fresh official module loads the export (sub_block1 is never written) and gives the same logits.
   fresh = make()
