@@ -163,11 +163,17 @@ def _trained_run(config):
   return dataset, model, params, os.path.join(config.checkpoint, f'eval_{config.protocol}')
 
 
-def _torch_checkpoint(config):
-  """The same for a PyTorch checkpoint file, with the network and data the evaluation config names."""
+def torch_data_config(config):
+  """The data a PyTorch checkpoint is evaluated on: `config.data`, its directory overridden by `config.data_dir`."""
   data_config = ml_collections.ConfigDict(config.data.to_dict())
   if config.data_dir:
     data_config.data_dir = config.data_dir
+  return data_config
+
+
+def _torch_checkpoint(config):
+  """The same for a PyTorch checkpoint file, with the network and data the evaluation config names."""
+  data_config = torch_data_config(config)
   data_config.num_test = config.num_examples
   dataset = data.load(data_config)
   num_classes = config.model.num_classes if config.model.num_classes > 0 else dataset.num_classes

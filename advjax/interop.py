@@ -18,6 +18,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from advjax import models
 
@@ -62,10 +63,8 @@ def _torch_module_name(model, path):
 def _modules(variables):
   """{module path: {'params': {...}, 'batch_stats': {...}}} for every module that holds parameters."""
   out = collections.defaultdict(dict)
-  for collection, tree in variables.items():
-    for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-      names = tuple(k.key for k in key_path)
-      out[names[:-1]].setdefault(collection, {})[names[-1]] = leaf
+  for (collection, *path, leaf), value in traverse_util.flatten_dict(variables).items():
+    out[tuple(path)].setdefault(collection, {})[leaf] = value
   return out
 
 
@@ -147,7 +146,7 @@ def load_torch(checkpoint, model_name, num_classes=10, *, input_shape=(32, 32, 3
   state = _read(checkpoint)
   model = models.get_model(model_name, num_classes, **model_fields)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape)), train=False))
-  variables, used, problems = {}, set(), []
+  flat, used, problems = {}, set(), []
   for path, like in _modules(shapes).items():
     name, kind = _torch_module_name(model, path), _kind(like)
     keys = dict(bn=('weight', 'bias', 'running_mean', 'running_var'), conv=('weight',), dense=('weight', 'bias'))[kind]
@@ -168,17 +167,14 @@ def load_torch(checkpoint, model_name, num_classes=10, *, input_shape=(32, 32, 3
         if value.shape != want:
           key = f'{name}.{_TORCH_LEAF.get(leaf, leaf)}'
           problems.append(f'{key}: shape {tuple(state[key].shape)} does not fit {"/".join(path + (leaf,))} {want}')
-        node = variables.setdefault(collection, {})
-        for p in path:
-          node = node.setdefault(p, {})
-        node[leaf] = jnp.asarray(value, jnp.float32)
+        flat[(collection, *path, leaf)] = jnp.asarray(value, jnp.float32)
   unexpected = sorted(k for k in state if k not in used and not _DEAD.fullmatch(k))
   if unexpected:
     problems.append(f'unexpected {", ".join(unexpected[:8])}{" ..." if len(unexpected) > 8 else ""}')
   if problems:
     more = f'; and {len(problems) - 3} more' if len(problems) > 3 else ''
     raise CheckpointError(f'checkpoint does not fit {model_name}: ' + '; '.join(problems[:3]) + more)
-  return model, variables
+  return model, traverse_util.unflatten_dict(flat)
 
 
 def to_torch(model, variables):

@@ -57,7 +57,8 @@ FORWARD_ORDERS = ('natural_first', 'adversarial_first')
 
 def _natural_and_adversarial(config, forward, model_state, x, x_adv):
   """The training-mode logits of x and x_adv, computed in `config.forward_order`: the order BatchNorm's running
-  statistics see them in (FAT-for-TRADES, TRADES and MART: natural first; FAT-for-MART: adversarial first)."""
+  statistics see them in (the official FAT-for-TRADES: natural first, FAT-for-MART: adversarial first, both
+  tests/official/test_fat.py; TRADES' and MART's code, read: natural first)."""
   if config.get('forward_order', 'natural_first') == 'adversarial_first':
     adv_logits, model_state = forward(x_adv, model_state)
     natural_logits, model_state = forward(x, model_state)

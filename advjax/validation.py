@@ -200,7 +200,7 @@ def check_evaluation(config):
   _require(config.batch_size >= devices and config.batch_size % devices == 0,
            f'batch_size must be a positive multiple of the device count ({devices}), got {config.batch_size}')
   if is_torch:
-    data_config = ml_collections.ConfigDict(config.data.to_dict())
+    data_config = evaluate.torch_data_config(config)
   else:
     with open(settings) as f:
       trained = ml_collections.ConfigDict(json.load(f))
@@ -208,8 +208,8 @@ def check_evaluation(config):
     _require(config.weights == 'raw' or trained.get('ema_decay', 0) > 0,
              "weights='ema' needs a run trained with ema_decay > 0")
     data_config = trained.data
-  if config.data_dir:
-    data_config.data_dir = config.data_dir
+    if config.data_dir:
+      data_config.data_dir = config.data_dir
   try:
     data.check(data_config)
   except data.DataError as e:

@@ -17,8 +17,12 @@ under each attack, under all so far, and time per attack) is printed and written
 and .json. Expected numbers are those of the training config's docstring.
 """
 import os
+import sys
 
 import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import default  # pylint: disable=g-import-not-at-top
 
 
 def get_config():
@@ -38,7 +42,5 @@ def get_config():
   c.output = ''              # path prefix of the .md/.json report; default <checkpoint>/eval_<protocol>
   # Only for a PyTorch checkpoint (a training workdir brings its own):
   c.model = ml_collections.ConfigDict(dict(name='', mean=(), std=(), num_classes=-1))   # -1: the data's
-  c.data = ml_collections.ConfigDict(dict(
-      source='image_folder', name='cifar10-jpg.tar.gz', data_dir=os.environ.get('ADVJAX_DATA_DIR', ''),
-      num_train=-1, num_test=-1, seed=0, crop_padding=4, flip=True))
+  c.data = default.base_config().data   # CIFAR-10 from $ADVJAX_DATA_DIR
   return c

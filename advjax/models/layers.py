@@ -17,7 +17,6 @@ from advjax.models import cpu_conv
 #   U(+-1/sqrt(fan_in)). FAT's SmallCNN, kuangliu's ResNet-18 and the PreActResNet-18s have no init code of their own.
 # 'wrn': the WideResNet code's loop over modules: conv weights N(0, sqrt(2 / (k * k * out_channels))), linear biases
 #   zero, linear weights PyTorch's default.
-INITS = ('torch', 'wrn')
 torch_kernel_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
 wrn_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
@@ -29,16 +28,15 @@ def torch_bias_init(fan_in: int):
 
 
 def conv(features: int, kernel_size: int = 3, strides: int = 1, *, init: str, in_features: int | None = None,
-         use_bias: bool = False, padding: int | None = None, dtype: Any = jnp.float32,
-         name: str | None = None) -> nn.Conv:
-  """A square convolution padded like PyTorch's `padding=k // 2` (or `padding`), initialised as `init` says.
+         use_bias: bool = False, dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
+  """A square convolution padded like PyTorch's `padding=k // 2`, initialised as `init` ('torch' or 'wrn') says.
 
   Explicit symmetric padding rather than 'SAME': for stride 2 on an even input,
   'SAME' pads only the bottom/right, which would shift the sampling grid
   relative to the reference models. Its gradients run at full speed inside the
   attack loops on XLA:CPU (`cpu_conv`). `in_features` is needed for the bias of a 'torch'-initialised convolution.
   """
-  pad = kernel_size // 2 if padding is None else padding
+  pad = kernel_size // 2
   kernel_init = torch_kernel_init if init == 'torch' else wrn_conv_init
   bias_init = (torch_bias_init(in_features * kernel_size**2) if use_bias and init == 'torch'
                else nn.initializers.zeros)

@@ -4,9 +4,9 @@ initialisation. Each class is the official one with the unused variants left out
 - SmallCNN: zjfheart/Friendly-Adversarial-Training, models/small_cnn.py, commit 80a0640748.
 - ResNet18 (kuangliu): the same repository, models/resnet.py.
 - PreActResNet18, `final_bn`/`preact_shortcut` picking the official variant:
-    kuangliu (final_bn=False, preact_shortcut=True): the same repository, models/preact_resnet.py; the same network
-      in jiaxiaojunQAQ/FGSM-SDI models/preact_resnet.py (d54cac68b5), jiaxiaojunQAQ/FGSM-PGI models/preact_resnet.py
-      (fc15cfeffd) and jiaxiaojunQAQ/LAS-AT {,LAS_AWP/,LAS_Trades/,LAS_PGD_AT/}CIFAR10_models/preact_resnet.py
+    kuangliu (final_bn=False, preact_shortcut=True): the same repository, models/preact_resnet.py; the same forward
+      (read, not diffed line by line) in jiaxiaojunQAQ/FGSM-SDI models/preact_resnet.py (d54cac68b5),
+      jiaxiaojunQAQ/FGSM-PGI models/preact_resnet.py (fc15cfeffd) and jiaxiaojunQAQ/LAS-AT {,LAS_AWP/,LAS_Trades/,LAS_PGD_AT/}CIFAR10_models/preact_resnet.py
       (ee756b7ef7).
     AWP (final_bn=True, preact_shortcut=True): csdongxian/AWP, AT_AWP/preactresnet.py (a7acf5d842).
     locuslab (final_bn=True, preact_shortcut=False): locuslab/fast_adversarial, CIFAR10/preact_resnet.py, 54f7287557.

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import traverse_util
 
-from advjax import interop
+from advjax import interop, models
 from official import nets
 
 DRAWS = 8
@@ -19,8 +20,7 @@ NETWORKS = {
 
 
 def _leaves(variables):
-  return {jax.tree_util.keystr(path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_flatten_with_path(variables['params'])[0]}
+  return {'/'.join(path): np.asarray(leaf) for path, leaf in traverse_util.flatten_dict(variables['params']).items()}
 
 
 @pytest.mark.parametrize('name', list(NETWORKS))
@@ -29,7 +29,7 @@ def test_each_layer_starts_from_the_official_distribution(name):
   for seed in range(DRAWS):
     torch.manual_seed(seed)
     official.append(_leaves(interop.load_torch(NETWORKS[name]().state_dict(), name)[1]))
-  model = interop.load_torch(NETWORKS[name]().state_dict(), name)[0]
+  model = models.get_model(name, 10)
   init = jax.jit(lambda key: model.init(key, jnp.zeros((1, 32, 32, 3)), train=False))
   ours = [_leaves(init(jax.random.key(seed))) for seed in range(DRAWS)]
   assert ours[0].keys() == official[0].keys()
