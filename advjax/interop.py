@@ -9,7 +9,11 @@ checkpoint's unused `sub_block1` is dropped on the way in and not written on the
 loads an export with `strict=False`, RobustBench's with its default `sub_block1=False`); kuangliu's ResNet-18 and
 PreActResNet-18 (`conv1`, `layer{1..4}.{i}`, `bn`, `linear`: FAT, AWP, FGSM-SDI, FGSM-PGI, LAS-AT, fast_adversarial
 and RobustBench); FAT's SmallCNN (`block{s}_conv{i}`, `batchnorm{s}_{i}`, `fc1`, `fc2`; fc1's rows permuted from
-PyTorch's NCHW flatten to advjax's NHWC one). Needs torch only to read or write `.pt` files.
+PyTorch's NCHW flatten to advjax's NHWC one); FGSM-SDI's generator, `One_Layer_Attacker` (`res_group.{0,1,2,3}`;
+its unused `scale_last` is dropped and not written, so the official module loads an export with `strict=False`);
+LAS-AT's policy (`StrategyNet.py`'s `ResNet_Strategy`): its trunk's layout, the head split into `Attack_epsilon`,
+`Attack_iters`, `Attack_step_size`, `Attack_beta_size` (`las_policy_to_torch`, `load_las_policy`; the one-choice
+`Attack_method` head is dropped on load and written as zeros). Needs torch only to read or write `.pt` files.
 """
 import collections
 import os
@@ -21,10 +25,12 @@ import numpy as np
 from flax import traverse_util
 
 from advjax import models
+from advjax.models import generator
 
 TORCH_SUFFIXES = ('.pt', '.pth')
 LAYOUTS = ('small_cnn, small_cnn-<width>, resnet18, preact_resnet18[-kuangliu|-locuslab|-robustbench], '
-           'wrn-<depth>-<width>')
+           'wrn-<depth>-<width>, sdi_generator')
+SDI_GENERATOR = 'sdi_generator'   # FGSM-SDI's `One_Layer_Attacker`; load_torch needs its `eps`
 
 
 def has_layout(model_name):
@@ -37,13 +43,21 @@ class CheckpointError(ValueError):
 
 
 # A checkpoint's keys that hold nothing the network computes with.
-_DEAD = re.compile(r'(.*\.)?num_batches_tracked|sub_block1\..*')
+_DEAD = re.compile(r'(.*\.)?num_batches_tracked|sub_block1\..*|scale_last')
 # Which PyTorch tensor each advjax leaf comes from.
-_TORCH_LEAF = dict(kernel='weight', scale='weight', mean='running_mean', var='running_var')
+_TORCH_LEAF = dict(kernel='weight', scale='weight', mean='running_mean', var='running_var', negative_slope='weight')
+# The SDI generator's modules: `res_group` holds BasicConv2d (conv, bn), GenBlock (b1, act1, c1, b2, act2, c2), a
+# BatchNorm and the output conv.
+_GENERATOR_MODULES = dict(
+    stem_conv='res_group.0.conv', stem_bn='res_group.0.bn', block_bn1='res_group.1.b1',
+    block_prelu1='res_group.1.act1', block_conv1='res_group.1.c1', block_bn2='res_group.1.b2',
+    block_prelu2='res_group.1.act2', block_conv2='res_group.1.c2', final_bn='res_group.2', out_conv='res_group.3')
 
 
 def _torch_module_name(model, path):
   """The PyTorch module name of the advjax module at `path` (a tuple of flax names)."""
+  if isinstance(model, generator.SDIGenerator):
+    return _GENERATOR_MODULES[path[0]]
   if isinstance(model, models.SmallCNN):
     if path[0] in ('fc1', 'head'):
       return 'fc1' if path[0] == 'fc1' else 'fc2'
@@ -76,8 +90,10 @@ def _nchw_channels(model, path):
 def _to_flax(kind, tensors, nchw_channels):
   """One module's advjax leaves from its PyTorch tensors (numpy)."""
   if kind == 'bn':
-    return dict(params=dict(scale=tensors['weight'], bias=tensors['bias']),
-                batch_stats=dict(mean=tensors['running_mean'], var=tensors['running_var']))
+    affine = dict(params=dict(scale=tensors['weight'], bias=tensors['bias'])) if 'weight' in tensors else {}
+    return dict(**affine, batch_stats=dict(mean=tensors['running_mean'], var=tensors['running_var']))
+  if kind == 'prelu':   # PyTorch's single slope, shape (1,); flax's, shape ()
+    return dict(params=dict(negative_slope=tensors['weight'].reshape(())))
   weight = tensors['weight']
   if kind == 'conv':
     kernel = weight.transpose(2, 3, 1, 0)   # OIHW -> HWIO
@@ -90,10 +106,13 @@ def _to_flax(kind, tensors, nchw_channels):
 
 def _to_torch(kind, leaves, nchw_channels):
   """One module's PyTorch tensors (numpy) from its advjax leaves: `_to_flax` inverted."""
-  params = {k: np.asarray(v, np.float32) for k, v in leaves['params'].items()}
+  params = {k: np.asarray(v, np.float32) for k, v in leaves.get('params', {}).items()}
   if kind == 'bn':
     stats = {k: np.asarray(v, np.float32) for k, v in leaves['batch_stats'].items()}
-    return dict(weight=params['scale'], bias=params['bias'], running_mean=stats['mean'], running_var=stats['var'])
+    affine = dict(weight=params['scale'], bias=params['bias']) if params else {}
+    return dict(**affine, running_mean=stats['mean'], running_var=stats['var'])
+  if kind == 'prelu':
+    return dict(weight=params['negative_slope'].reshape(1))
   kernel = params['kernel']
   if kind == 'conv':
     weight = kernel.transpose(3, 2, 0, 1)   # HWIO -> OIHW
@@ -122,8 +141,10 @@ def _read(checkpoint):
 
 
 def _kind(leaves):
-  if 'scale' in leaves.get('params', {}):
+  if 'batch_stats' in leaves:
     return 'bn'
+  if 'negative_slope' in leaves['params']:
+    return 'prelu'
   return 'conv' if leaves['params']['kernel'].ndim == 4 else 'dense'
 
 
@@ -133,7 +154,7 @@ def load_torch(checkpoint, model_name, num_classes=10, *, input_shape=(32, 32, 3
   Args:
     checkpoint: a `.pt` file's path or a dict of tensors; a wrapping 'state_dict' key and 'module.' / 'model.'
       prefixes are removed.
-    model_name: an advjax model name (`models.KNOWN_MODELS`).
+    model_name: an advjax model name (`models.KNOWN_MODELS`), or `SDI_GENERATOR` with its `eps` in model_fields.
     num_classes: the checkpoint's number of classes.
     input_shape: (H, W, C) of an input, to shape the variables (SmallCNN's fc1 depends on it).
     **model_fields: passed to `models.get_model`: `mean` and `std` where the official model normalised outside the
@@ -144,12 +165,17 @@ def load_torch(checkpoint, model_name, num_classes=10, *, input_shape=(32, 32, 3
     CheckpointError: naming the keys that are missing, unexpected or of the wrong shape.
   """
   state = _read(checkpoint)
-  model = models.get_model(model_name, num_classes, **model_fields)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *input_shape)), train=False))
+  if model_name == SDI_GENERATOR:   # inputs: the image and the sign of its gradient
+    model, inputs = generator.SDIGenerator(**model_fields), (jnp.zeros((1, *input_shape)),) * 2
+  else:
+    model, inputs = models.get_model(model_name, num_classes, **model_fields), (jnp.zeros((1, *input_shape)),)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs, train=False))
   flat, used, problems = {}, set(), []
   for path, like in _modules(shapes).items():
     name, kind = _torch_module_name(model, path), _kind(like)
-    keys = dict(bn=('weight', 'bias', 'running_mean', 'running_var'), conv=('weight',), dense=('weight', 'bias'))[kind]
+    keys = dict(bn=('weight', 'bias', 'running_mean', 'running_var'), conv=('weight',), dense=('weight', 'bias'),
+                prelu=('weight',))[kind]
+    keys = keys[2:] if kind == 'bn' and 'params' not in like else keys   # a BatchNorm without affine parameters
     keys += ('bias',) if kind == 'conv' and 'bias' in like['params'] else ()
     missing = [f'{name}.{k}' for k in keys if f'{name}.{k}' not in state]
     if missing:
@@ -188,3 +214,33 @@ def to_torch(model, variables):
     if kind == 'bn':
       state[f'{name}.num_batches_tracked'] = torch.tensor(0)
   return state
+
+
+# LAS-AT's policy (StrategyNet.py's ResNet_Strategy): its trunk's layout, whose one head (`linear`, SmallCNN's `fc2`)
+# holds the official per-parameter heads side by side in `las_at.split_heads`' order (heads by name). The official
+# one-choice `Attack_method` head computes nothing (its softmax is 1): dropped on the way in, written as zeros.
+LAS_POLICY_HEADS = dict(eps='Attack_epsilon', steps='Attack_iters', step_size='Attack_step_size',
+                        beta='Attack_beta_size')
+
+
+def las_policy_to_torch(model, variables, choices):
+  """A LAS-AT policy's variables as the official module's `state_dict`; `choices`: `las_at.heads(config)`."""
+  import torch  # pylint: disable=g-import-not-at-top
+  state, head = to_torch(model, variables), _torch_module_name(model, ('head',))
+  weight, bias = state.pop(f'{head}.weight').numpy(), state.pop(f'{head}.bias').numpy()
+  names = sorted(choices)
+  ends = np.cumsum([len(choices[n]) for n in names])[:-1]
+  for name, w, b in zip(names, np.split(weight, ends), np.split(bias, ends)):
+    state[f'{LAS_POLICY_HEADS[name]}.weight'], state[f'{LAS_POLICY_HEADS[name]}.bias'] = map(torch.from_numpy, (w, b))
+  state['Attack_method.weight'], state['Attack_method.bias'] = torch.zeros(1, weight.shape[1]), torch.zeros(1)
+  return state
+
+
+def load_las_policy(checkpoint, model_name, choices, **model_fields):
+  """(policy model, variables) from an official LAS-AT policy checkpoint; arguments as `load_torch`'s."""
+  state = {k: v for k, v in _read(checkpoint).items() if not k.startswith('Attack_method.')}
+  head = _torch_module_name(models.get_model(model_name, 1, **model_fields), ('head',))
+  heads = [LAS_POLICY_HEADS[name] for name in sorted(choices)]
+  for leaf in ('weight', 'bias'):
+    state[f'{head}.{leaf}'] = np.concatenate([state.pop(f'{h}.{leaf}') for h in heads])
+  return load_torch(state, model_name, sum(len(c) for c in choices.values()), **model_fields)

@@ -1,7 +1,7 @@
 """Every training method by name: what `config.method` picks.
 
 A method is either search-based, an attack and an outer loss that `step.attack_then_loss_step` composes (Madry,
-TRADES, MART, FAT and its variants, DAT, CAT, FGSM-RS), or brings a per-device step of its own (`single_step`,
+TRADES, MART, FAT and its variants, DAT, CAT), or brings a per-device step of its own (`single_step`,
 `las_at`). Methods with learned or remembered state (a generator, a policy, per-example perturbations) also
 initialise it; it lives in the train state, is checkpointed with it, and is updated inside the jitted step.
 """
@@ -41,25 +41,32 @@ METHODS = {
     'fat_trades': _search(objectives.early_stopped_attack, objectives.trades_loss, objectives.tau_hparams),
     'mart': _search(objectives.pgd_attack, objectives.mart_loss),                # MART (Wang et al., 2020)
     'fat_mart': _search(objectives.early_stopped_attack, objectives.mart_loss, objectives.tau_hparams),
-    'dat': _search(objectives.fosc_attack, objectives.madry_loss, objectives.fosc_hparams,   # DAT (Wang et al., 2019)
+    'dat': _search(objectives.fosc_attack, objectives.dat_loss, objectives.fosc_hparams,   # DAT (Wang et al., 2019)
                    extra_metrics=('fosc',)),
     'cat': _search(objectives.curriculum_attack, objectives.madry_loss, objectives.steps_hparams),   # CAT (2018)
-    'fgsm_rs': _search(objectives.pgd_attack, objectives.madry_loss),            # FGSM-RS (Wong et al., 2020)
+    'fgsm_rs': Method(objectives.no_hparams, step=single_step.fgsm_rs_step),     # FGSM-RS (Wong et al., 2020)
     'fgsm_ga': Method(objectives.no_hparams, step=single_step.grad_align_step),   # GradAlign (2020)
     'free_at': Method(objectives.no_hparams, step=single_step.free_step, init=single_step.free_init,   # Free-AT
                       updates_per_batch=single_step.free_updates_per_batch),
     'fgsm_sdi': Method(objectives.no_hparams, step=single_step.sdi_step, init=single_step.sdi_init),  # TIP 2022
-    'fgsm_pgi': Method(objectives.no_hparams, step=single_step.pgi_step, init=single_step.pgi_init),  # ECCV 2022
+    'fgsm_pgi': Method(single_step.pgi_hparams, step=single_step.pgi_step, init=single_step.pgi_init),  # ECCV 2022
     'las_at': _las(),            # LAS-AT (Jia et al., CVPR 2022): LS-CE target loss
     'las_trades': _las(),    # LAS-TRADES: TRADES with a per-example beta
     'las_awp': _las(),          # LAS-AWP: CE under adversarial weight perturbation
 }
 
 
-def hparams(config, epoch):
-  """The epoch's traced settings: the method's schedule, and AWP's gamma (zero during its warm-up)."""
+def hparams(config, epoch, first_step=None):
+  """The epoch's traced settings: the method's schedule, AWP's gamma (zero during its warm-up) and, for an attack in
+  training mode except after each evaluation (`attack.model_mode`, see `step.attack_then_loss_step`), the step of
+  the batch that attacks in eval mode: `first_step`, the train state's step at the epoch's first batch (none in
+  epoch 1)."""
   settings = METHODS[config.method].hparams(config, epoch)
   if config.get('awp') and config.awp.gamma > 0:
     settings['awp_gamma'] = config.awp.gamma if epoch > config.awp.warmup_epochs else 0.0
+  if config.attack.get('model_mode') == 'train_except_after_eval':
+    if first_step is None:
+      raise ValueError("attack.model_mode 'train_except_after_eval' needs the epoch's first step")
+    settings['eval_mode_step'] = first_step if epoch > 1 else -1
   return settings
 

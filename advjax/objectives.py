@@ -2,10 +2,11 @@
 
 These methods (`methods.METHODS`) are three builders, each taking the config:
 - `attack(config) -> attack(logits_fn, x, y, key, hparams) -> AttackOutput` makes the training points (the model in
-  eval mode);
-- `loss(config) -> loss(forward, model_state, x, x_adv, y) -> (loss, (adversarial logits, model_state))` is the
-  outer loss, where `forward(v, model_state) -> (logits, model_state)` runs the model in training mode and threads
-  its BatchNorm state, so a method uses as many forwards, in the order, its official code does;
+  eval mode; PGD's also takes `model_state=` with a training-mode forward, see `step.attack_then_loss_step`);
+- `loss(config) -> loss(forward, model_state, x, x_adv, y, weights=None) -> (loss, (adversarial logits,
+  model_state))` is the outer loss, where `forward(v, model_state) -> (logits, model_state)` runs the model in
+  training mode and threads its BatchNorm state, so a method uses as many forwards, in the order, its official code
+  does; `weights` are per-example weights of its mean over the batch (the attack's `loss_weights`: DAT's);
 - `hparams(config, epoch) -> dict` gives the epoch's scheduled attack settings (tau, FOSC threshold, K), passed
   into the jitted step as traced scalars so that a schedule never recompiles.
 """
@@ -40,14 +41,39 @@ def kl_divergence(target_logits, logits):
   return jnp.sum(jnp.exp(target_log_probs) * (target_log_probs - jax.nn.log_softmax(logits)), axis=-1)
 
 
+def batch_mean(per_example, weights=None):
+  """The batch mean of per-example values, optionally weighted: mean_i(w_i v_i)."""
+  return per_example.mean() if weights is None else (weights * per_example).mean()
+
+
 def madry_loss(config):
   """Madry et al. (and FAT, DAT, CAT): mean cross-entropy on the adversarial points."""
   del config
 
-  def loss(forward, model_state, x, x_adv, y):
+  def loss(forward, model_state, x, x_adv, y, weights=None):
     del x
     logits, model_state = forward(x_adv, model_state)
-    return cross_entropy(logits, y).mean(), (logits, model_state)
+    return batch_mean(cross_entropy(logits, y), weights), (logits, model_state)
+
+  return loss
+
+
+def keras_cross_entropy(logits, y):
+  """DAT's `losses.py` CE on the softmax outputs: p_y clipped to [1e-7, 1 - 1e-7] (Keras' epsilon), so an example
+  with p_y outside passes no gradient (seen in tests/official/test_dat.py once a step made examples confidently
+  wrong)."""
+  p = jnp.take_along_axis(jax.nn.softmax(logits), y[:, None], axis=-1)[:, 0]
+  return -jnp.log(jnp.clip(p, 1e-7, 1 - 1e-7))
+
+
+def dat_loss(config):
+  """DAT: the (optionally weighted, see `fosc_attack`) mean of Keras' CE on the adversarial points."""
+  del config
+
+  def loss(forward, model_state, x, x_adv, y, weights=None):
+    del x
+    logits, model_state = forward(x_adv, model_state)
+    return batch_mean(keras_cross_entropy(logits, y), weights), (logits, model_state)
 
   return loss
 
@@ -78,13 +104,13 @@ def trades_loss(config):
   """
   beta, forwards = config.beta, config.get('trades_forwards', 2)
 
-  def loss(forward, model_state, x, x_adv, y):
+  def loss(forward, model_state, x, x_adv, y, weights=None):
     natural_logits, adv_logits, model_state = _natural_and_adversarial(config, forward, model_state, x, x_adv)
     target_logits = natural_logits
     if forwards == 3:
       target_logits, model_state = forward(x, model_state)
-    robust = kl_divergence(target_logits, adv_logits).mean()
-    return cross_entropy(natural_logits, y).mean() + beta * robust, (adv_logits, model_state)
+    per_example = cross_entropy(natural_logits, y) + beta * kl_divergence(target_logits, adv_logits)
+    return batch_mean(per_example, weights), (adv_logits, model_state)
 
   return loss
 
@@ -108,10 +134,10 @@ def mart_loss(config):
   `forward_order`."""
   beta = config.beta
 
-  def loss(forward, model_state, x, x_adv, y):
+  def loss(forward, model_state, x, x_adv, y, weights=None):
     natural_logits, adv_logits, model_state = _natural_and_adversarial(config, forward, model_state, x, x_adv)
     boosted_ce, weighted_kl = mart_terms(natural_logits, adv_logits, y)
-    return boosted_ce.mean() + beta * weighted_kl.mean(), (adv_logits, model_state)
+    return batch_mean(boosted_ce + beta * weighted_kl, weights), (adv_logits, model_state)
 
   return loss
 
@@ -125,9 +151,10 @@ def _attack_settings(config):
 
 
 def pgd_attack(config):
-  """PGD-K (Madry, TRADES, MART)."""
+  """PGD-K (Madry, TRADES, MART); `model_state` for a model in training mode (see `attacks.pgd`)."""
   settings = _attack_settings(config)
-  return lambda logits_fn, x, y, key, hp: attacks.pgd(logits_fn, x, y, key, steps=config.attack.steps, **settings)
+  return lambda logits_fn, x, y, key, hp, model_state=None: attacks.pgd(
+      logits_fn, x, y, key, steps=config.attack.steps, model_state=model_state, **settings)
 
 
 def early_stopped_attack(config):
@@ -138,11 +165,26 @@ def early_stopped_attack(config):
 
 
 def fosc_attack(config):
-  """DAT's FOSC-stopped PGD, threshold c_t from `hparams`."""
+  """DAT's FOSC-stopped PGD, threshold c_t from `hparams`; and, where `hparams['weight_by_adversarial_ce']`, the
+  outer loss's weights.
+
+  The weights are the official `train_models.py`'s from its second epoch on (not in the paper): each example's CE
+  at its adversarial point, max(-log(p_y + 1e-12), 0), from an eval-mode forward (`model.predict`), detached, and
+  divided by the share of non-zero weights as Keras' `train_on_batch(sample_weight=...)` does.
+  """
   settings = dict(_attack_settings(config), compact_min_size=config.attack.compact_min_size)
-  return lambda logits_fn, x, y, key, hp: attacks.pgd_fosc(
-      logits_fn, x, y, key, steps=config.attack.steps, threshold=hp['fosc_threshold'],
-      reference=config.fosc.reference, **settings)
+
+  def attack(logits_fn, x, y, key, hp):
+    out = attacks.pgd_fosc(logits_fn, x, y, key, steps=config.attack.steps, threshold=hp['fosc_threshold'],
+                           reference=config.fosc.reference, **settings)
+    if 'weight_by_adversarial_ce' not in hp:
+      return out
+    probs = jax.nn.softmax(logits_fn(out.x_adv))
+    ce = jnp.maximum(-jnp.log(jnp.take_along_axis(probs, y[:, None], axis=-1)[:, 0] + 1e-12), 0.0)
+    weights = jax.lax.stop_gradient(ce / (ce != 0).mean())
+    return out._replace(loss_weights=jnp.where(hp['weight_by_adversarial_ce'], weights, 1.0))
+
+  return attack
 
 
 def curriculum_attack(config):
@@ -170,9 +212,13 @@ def tau_hparams(config, epoch):
 
 
 def fosc_hparams(config, epoch):
-  """DAT: c_t = c_max (1 - (epoch - 1) / decay_epochs), floored at 0 (`train_models.py`, epochs from 0 there)."""
+  """DAT: c_t = c_max (1 - (epoch - 1) / decay_epochs), floored at 0 (`train_models.py`, epochs from 0 there), and
+  the loss weights from the second epoch on, where `fosc.weight_by_adversarial_ce`."""
   f = config.fosc
-  return dict(fosc_threshold=max(f.c_max * (1 - (epoch - 1) / f.decay_epochs), 0.0))
+  settings = dict(fosc_threshold=max(f.c_max * (1 - (epoch - 1) / f.decay_epochs), 0.0))
+  if f.get('weight_by_adversarial_ce'):
+    settings['weight_by_adversarial_ce'] = epoch > 1
+  return settings
 
 
 def steps_hparams(config, epoch):

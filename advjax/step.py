@@ -7,6 +7,7 @@ computes the same function whatever the number of devices, or per device with `b
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 from jax.sharding import PartitionSpec as P
 
 from advjax import attacks, awp, methods, schedules
@@ -19,12 +20,21 @@ def make_optimizer(config, steps_per_epoch):
   """SGD with momentum and coupled weight decay (PyTorch's `SGD(weight_decay=...)`), LR by epoch.
 
   Methods that update the weights more than once per batch (Free-AT's replays) count their updates per epoch.
+  `optimizer.weight_decay_on='kernels'` decays only the convolution and dense kernels, as Keras' and TF's L2
+  regularisers on kernels do (DAT, Free-AT). `optimizer.keras_time_decay=d` is Keras 2's `SGD(decay=d)` (DAT): the
+  LR divided by 1 + d t at update t (from 0), in Keras' velocity form v <- mu v - lr g, w <- w + v, which differs
+  from PyTorch's w <- w - lr (mu b + g) once the LR changes.
   """
   o = config.optimizer
   updates_per_epoch = steps_per_epoch * methods.METHODS[config.method].updates_per_batch(config)
   lr = schedules.per_step(config.lr_schedule, updates_per_epoch, config.lr_interpolation)
-  return optax.chain(optax.add_decayed_weights(o.weight_decay),
-                     optax.sgd(lr, momentum=o.momentum, nesterov=o.nesterov))
+  kernels = lambda params: traverse_util.path_aware_map(lambda path, _: path[-1] == 'kernel', params)
+  decay = optax.add_decayed_weights(o.weight_decay, mask=kernels if o.get('weight_decay_on') == 'kernels' else None)
+  time_decay = o.get('keras_time_decay', 0.0)
+  if time_decay:
+    keras_lr = lambda count: lr(count) / (1 + time_decay * count)
+    return optax.chain(decay, optax.scale_by_learning_rate(keras_lr), optax.trace(o.momentum, nesterov=o.nesterov))
+  return optax.chain(decay, optax.sgd(lr, momentum=o.momentum, nesterov=o.nesterov))
 
 
 def zero_metrics(config):
@@ -35,23 +45,50 @@ def zero_metrics(config):
 
 
 def attack_then_loss_step(model, tx, config, key):
-  """The per-device step of the search-based methods: the method's attack on the model in eval mode, then one
-  optimiser step on its outer loss in training mode, at AWP-perturbed weights when `hparams['awp_gamma'] > 0`."""
+  """The per-device step of the search-based methods: the method's attack, then one optimiser step on its outer loss
+  in training mode, at AWP-perturbed weights when `hparams['awp_gamma'] > 0`.
+
+  The attack sees the model in `attack.model_mode`: 'eval' (the default); 'train', every forward of the attack
+  updating BatchNorm (PGD's attacks); or 'train_except_after_eval', as AT-AWP's `train_cifar10.py`, whose model stays
+  in training mode except in the first batch after each epoch's evaluation (`hparams['eval_mode_step']`).
+  `attack.score_forward` adds a forward at the attack's result (the restart selection of Rice et al.'s `attack_pgd`,
+  which AT-AWP runs for its one restart): in training mode it updates BatchNorm. `clean_forward_after_step`: a
+  training-mode forward on the natural batch at the new weights (AT-AWP's clean training accuracy), which does too.
+  """
   method = methods.METHODS[config.method]
   attack, outer_loss = method.attack(config), method.loss(config)
+  mode, score_forward = config.attack.get('model_mode', 'eval'), config.attack.get('score_forward', False)
+
+  def attack_in_mode(train_mode, state, x, y, keys, hparams):
+    """The attack's output and the BatchNorm statistics after it."""
+    if not train_mode:
+      return attack(lambda v: model.apply(state.variables, v, train=False), x, y, keys, hparams), state.batch_stats
+    forward = lambda v, batch_stats: ts.train_forward(model, state.params, batch_stats, v)
+    adv = attack(forward, x, y, keys, hparams, model_state=state.batch_stats)
+    batch_stats = forward(adv.x_adv, adv.model_state)[1] if score_forward else adv.model_state
+    return adv._replace(model_state=None), batch_stats
 
   def step(state, batch, hparams):
     x, y = batch['image'], batch['label']
-    logits_fn = lambda v: model.apply(state.variables, v, train=False)
-    adv = attack(logits_fn, x, y, example_keys(key, state.step, batch['index']), hparams)
+    run = lambda train_mode: attack_in_mode(train_mode, state, x, y, example_keys(key, state.step, batch['index']),
+                                            hparams)
+    if mode == 'train_except_after_eval':
+      adv, attack_stats = jax.lax.cond(state.step == hparams['eval_mode_step'], lambda: run(False), lambda: run(True))
+    else:
+      adv, attack_stats = run(mode == 'train')
 
     def loss_fn(params):
       forward = lambda v, batch_stats: ts.train_forward(model, params, batch_stats, v)
-      return outer_loss(forward, state.batch_stats, x, adv.x_adv, y)
+      return outer_loss(forward, attack_stats, x, adv.x_adv, y, adv.loss_weights)
 
     perturbed = awp.perturb(loss_fn, state.params, hparams.get('awp_gamma', 0.0))
     (loss, (logits, batch_stats)), grads = ts.local_value_and_grad(loss_fn, perturbed)
     state = ts.apply_gradients(state, tx, grads, batch_stats, config=config, at_params=perturbed)
+    if config.get('clean_forward_after_step', False):
+      batch_stats = ts.train_forward(model, state.params, state.batch_stats, x)[1]
+      if config.bn_stats == 'per_device':   # as apply_gradients leaves them: the same on every device
+        batch_stats = jax.lax.pmean(batch_stats, AXIS)
+      state = state.replace(batch_stats=batch_stats)
     metrics = dict(loss=loss * y.shape[0], adv_correct=(logits.argmax(-1) == y).sum(),
                    attack_steps=adv.steps.sum(), examples=y.shape[0])
     if adv.fosc is not None:
@@ -92,16 +129,22 @@ def all_finite(tree):
   return jnp.all(jnp.stack([jnp.isfinite(leaf).all() for leaf in jax.tree.leaves(tree)]))
 
 
-def make_eval_step(model, config, mesh, key):
-  """Jitted `eval_step(variables, batch) -> metric sums`: natural and PGD accuracy under `config.eval`."""
+def eval_attack(config):
+  """`attack(logits_fn, x, y, keys) -> AttackOutput`: the per-epoch evaluation's PGD, `config.eval`."""
   e = config.eval
   kwargs = dict(eps=e.eps, step_size=e.step_size, steps=e.steps, loss=losses.get(e.loss, e.kappa), init=e.init,
                 clip_init=e.clip_init, restarts=e.restarts)
+  return lambda logits_fn, x, y, keys: attacks.pgd(logits_fn, x, y, keys, **kwargs)
+
+
+def make_eval_step(model, config, mesh, key):
+  """Jitted `eval_step(variables, batch) -> metric sums`: natural and PGD accuracy under `config.eval`."""
+  attack = eval_attack(config)
 
   def step(variables, batch):
     x, y, mask = batch['image'], batch['label'], batch['mask']
     logits_fn = lambda v: model.apply(variables, v, train=False)
-    adv = attacks.pgd(logits_fn, x, y, example_keys(key, 0, batch['index']), **kwargs)
+    adv = attack(logits_fn, x, y, example_keys(key, 0, batch['index']))
     correct = lambda v: ((logits_fn(v).argmax(-1) == y) & mask).sum()
     metrics = dict(natural_correct=correct(x), pgd_correct=correct(adv.x_adv), examples=mask.sum())
     return jax.lax.psum(metrics, AXIS)

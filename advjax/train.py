@@ -169,7 +169,7 @@ def train_and_evaluate(config, workdir):
   try:
     with Preemption() as preemption:
       for epoch in range(first_epoch, config.num_epochs + 1):
-        hparams = methods.hparams(config, epoch)
+        hparams = methods.hparams(config, epoch, first_step=(epoch - 1) * steps_per_epoch)
         epoch_start = time.perf_counter()
         state, sums, batches = train_epoch(train_step, train_loader, state, sums, hparams, epoch=epoch, skip=skip,
                                            key=data_key, config=config, progress=progress, preemption=preemption,

@@ -66,6 +66,12 @@ def _check_method_settings(config):
            f"forward_order must be 'natural_first' or 'adversarial_first', got {config.get('forward_order')!r}")
 
 
+def _check_optimizer(o):
+  _one_of('optimizer.weight_decay_on', o.get('weight_decay_on', 'all'), ('all', 'kernels'))
+  _require(o.get('keras_time_decay', 0.0) >= 0,
+           f'optimizer.keras_time_decay must be >= 0 (0: none), got {o.get("keras_time_decay")}')
+
+
 def _one_of(name, value, allowed):
   _require(value in allowed, f'{name} must be one of {", ".join(map(str, allowed))}; got {value!r}')
 
@@ -79,11 +85,11 @@ def _check_fast_and_learned(config):
   if 'awp' in config:
     _require(config.awp.gamma >= 0, f'awp.gamma must be >= 0 (0: no AWP), got {config.awp.gamma}')
     _require(config.awp.warmup_epochs >= 0, f'awp.warmup_epochs must be >= 0, got {config.awp.warmup_epochs}')
-    _require(config.awp.gamma == 0 or method not in ('fgsm_ga', 'free_at', 'fgsm_sdi', 'fgsm_pgi'),
+    _require(config.awp.gamma == 0 or method not in ('fgsm_rs', 'fgsm_ga', 'free_at', 'fgsm_sdi', 'fgsm_pgi'),
              f'awp.gamma > 0 applies to the search-based methods and LAS-AT, not {method!r}')
   if method == 'fgsm_rs':
     _require(config.attack.steps == 1, f'fgsm_rs takes one attack step (attack.steps=1), got {config.attack.steps}')
-  if method in ('fgsm_ga', 'fgsm_sdi', 'fgsm_pgi'):
+  if method in ('fgsm_rs', 'fgsm_ga', 'fgsm_sdi', 'fgsm_pgi'):
     _one_of('attack.model_mode', config.attack.get('model_mode', 'train'), ('train', 'eval'))
   if method == 'fgsm_ga':
     needs('grad_align')
@@ -91,6 +97,8 @@ def _check_fast_and_learned(config):
   if method == 'free_at':
     needs('free')
     _require(config.free.replays >= 1, f'free.replays must be >= 1, got {config.free.replays}')
+    _require(config.free.get('weight_decay', 0.0) >= 0,
+             f'free.weight_decay must be >= 0, got {config.free.get("weight_decay")}')
   if method == 'fgsm_sdi':
     needs('sdi')
     _require(config.sdi.generator_every >= 1, f'sdi.generator_every must be >= 1, got {config.sdi.generator_every}')
@@ -100,6 +108,8 @@ def _check_fast_and_learned(config):
     _one_of('pgi.momentum_input', config.pgi.momentum_input, ('sign', 'l1'))
     _one_of('pgi.reg_reduction', config.pgi.reg_reduction, ('sum_classes', 'mean_classes'))
     _require(config.pgi.reg_weight >= 0, f'pgi.reg_weight must be >= 0, got {config.pgi.reg_weight}')
+    _one_of('pgi.start', config.pgi.start, ('vertex', 'uniform'))
+    _require(config.pgi.reset_every >= 0, f'pgi.reset_every must be >= 0, got {config.pgi.reset_every}')
   if method.startswith('las_'):
     needs('las')
     l = config.las
@@ -136,6 +146,7 @@ def check(config):
   _require(config.attack.noise_std >= 0, f'attack.noise_std must be >= 0, got {config.attack.noise_std}')
   _check_schedule('lr_schedule', config.lr_schedule, lowest=0)
   _one_of('lr_interpolation', config.lr_interpolation, ('constant', 'linear'))
+  _check_optimizer(config.optimizer)
   _check_method_settings(config)
   devices = jax.device_count()
   for name, size in (('batch_size', config.batch_size), ('eval.batch_size', config.eval.batch_size)):

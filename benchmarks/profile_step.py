@@ -1,6 +1,7 @@
 r"""Where a training step's time goes: the step against its parts, and XLA's per-op timings.
 
-For each (method, model) row, with throughput.py's settings (batch 128, eps 8/255, K = 10, FAT tau = 0, random data):
+For each (method, model) row of a search-based method (an attack and an outer loss: `methods.METHODS`), with
+throughput.py's settings (batch 128, eps 8/255, K = 10, FAT tau = 0, random data):
 1. Parts, each jitted on its own from advjax's code and timed like the whole step: the attack (eval mode; for FAT
    also its start check, one forward), the outer step (the method's loss in training mode, its gradient and the
    optimiser update), and the whole train step. "Rest" is the step minus the parts.

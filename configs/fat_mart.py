@@ -4,7 +4,8 @@ r"""FAT for MART (Zhang et al., ICML 2020, Table 4): WRN-34-10 on CIFAR-10, CE a
 
 Training: the MART loss (beta 6) on PGD-10-tau points of the CE attack from clip01(x + 0.001 N), step 0.007;
 tau 0 -> 1 -> 2 -> 3 -> 4 at epochs 21 / 41 / 61 / 81; 90 epochs, LR 0.1, x0.1 from epoch 60, x0.01 from 90,
-wd 2e-4. Evaluation ("trades" protocol): PGD-20, step 0.003.
+wd 2e-4. Evaluation as the official
+per-epoch PGD-20: "Madry" start clip01(x + U(-eps, eps)), step 0.003 (tests/official/test_fat.py).
 
 Numbers (FAT paper Table 4, WRN-34-10; eps 8/255, step eps/10, PGD-20 with a random start, CW = PGD-30 margin):
   eps_train 8/255:  natural 86.40, FGSM 68.94, PGD-20 57.89, C&W 52.28
@@ -29,5 +30,5 @@ def get_config(arg=None):
   c.attack.update(init='gaussian', clip_init=True)
   c.tau_schedule = ((1, 0), (21, 1), (41, 2), (61, 3), (81, 4))
   c.lr_schedule = ((1, 0.1), (60, 0.01), (90, 0.001))
-  c.eval.update(step_size=0.003, init='gaussian', clip_init=False)
+  c.eval.step_size = 0.003   # "Madry" start clip01(x + U(-eps, eps)), as the official per-epoch PGD-20
   return default.apply_variants(c, arg, dict(eps16=fat.eps16))

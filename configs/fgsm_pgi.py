@@ -3,17 +3,18 @@ r"""FGSM-PGI (Jia et al., ECCV 2022, arXiv:2207.08859): FGSM from a prior-guided
   python -m advjax.main --config=configs/fgsm_pgi.py         # FGSM-MEP, ResNet-18, CIFAR-10, 110 epochs
   python -m advjax.main --config=configs/fgsm_pgi.py:ep      # FGSM-EP (previous epoch's perturbation); :bp for BP
   python -m advjax.main --config=configs/fgsm_pgi.py:small   # SmallCNN on a CIFAR-10 subset, minutes on a CPU
-  python -m advjax.main --config=configs/fgsm_pgi.py:code    # the official FGSM_MEP.py's momentum
+  python -m advjax.main --config=configs/fgsm_pgi.py:paper   # the paper's momentum and first start
   python -m advjax.main --config=configs/fgsm_pgi.py:eval_attack   # attack gradient in eval mode (see below)
 
-Paper by default: m <- mu m + sign(g), lambda 10, mu 0.3, eps = alpha = 8/255, MEP's first epoch from U(-eps, eps).
-The regulariser lambda ||f(x + delta) - f(x + delta_0)||^2 is the official code's MSE over logits (mean over batch and
-classes): the paper does not normalise the norm, and read literally (summed over classes, `pgi.reg_reduction=
-'sum_classes'`) it is 10x the code's and collapsed our CIFAR-10 run to uniform predictions (docs/results/fast_methods.md).
-Where the paper is silent, the official code: LS-CE with confidence 0.6, training mode throughout, z_0 not detached,
-perturbations clipped so x + delta stays in [0, 1]. Option `code`: g / ||g||_1 (one norm per batch) into the
-momentum, as `FGSM_MEP.py`. Not offered: the code's reset to a random vertex every 40
-epochs, and its crop coordinates (here a perturbation belongs to the example, whatever its crop and flip).
+The official FGSM_MEP.py by default: m <- mu m + g / ||g||_1 (one L1 norm over the whole batch), mu 0.3, lambda 10,
+eps = alpha = 8/255; the memory starts at a random vertex clip(alpha sign U(-eps, eps), -eps, eps) and is reset to
+one (momentum 0) every 40 epochs (1-based epochs 1, 41, 81); LS-CE with confidence 0.6, training mode throughout, z_0
+not detached, perturbations clipped so x + delta stays in [0, 1]. The regulariser lambda ||f(x + delta) -
+f(x + delta_0)||^2 is the code's MSE over logits (mean over batch and classes): read literally (summed over classes,
+`pgi.reg_reduction='sum_classes'`) it is 10x the code's and collapsed our CIFAR-10 run to uniform predictions
+(docs/results/fast_methods.md). Variant `paper`: m <- mu m + sign(g) and the first start U(-eps, eps).
+The code has MEP only; BP and EP here are its step with the prior swapped (EP also reset every 40 epochs, BP never).
+Not offered: the code's crop coordinates (here a perturbation belongs to the example, whatever its crop and flip).
 Per-example perturbations live on the devices, sharded by dataset index (`advjax.memory`), and are checkpointed.
 Reported (poster, CIFAR-10 ResNet-18, best = last for MEP):
   method  clean  PGD-10  PGD-20  PGD-50  C&W    AA     time
@@ -33,8 +34,8 @@ def prior(name):
   return lambda c: c.pgi.update(prior=name)
 
 
-def code(c):
-  c.pgi.update(momentum_input='l1')
+def paper(c):
+  c.pgi.update(momentum_input='sign', start='uniform')
 
 
 def get_config(arg=None):
@@ -43,6 +44,7 @@ def get_config(arg=None):
   fgsm_sdi.jia_et_al(c)
   c.label_confidence = 0.6
   c.pgi = default.ml_collections.ConfigDict(dict(
-      prior='mep', momentum=0.3, reg_weight=10.0, momentum_input='sign', reg_reduction='mean_classes'))
-  return default.apply_variants(c, arg, dict(bp=prior('bp'), ep=prior('ep'), mep=prior('mep'), code=code,
+      prior='mep', momentum=0.3, reg_weight=10.0, momentum_input='l1', reg_reduction='mean_classes', start='vertex',
+      reset_every=40))
+  return default.apply_variants(c, arg, dict(bp=prior('bp'), ep=prior('ep'), mep=prior('mep'), paper=paper,
                                              eval_attack=fgsm_sdi.eval_attack))

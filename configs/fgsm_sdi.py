@@ -3,11 +3,12 @@ r"""FGSM-SDI (Jia et al., TIP 2022, arXiv:2110.05007): a generator proposes each
   python -m advjax.main --config=configs/fgsm_sdi.py         # ResNet-18, CIFAR-10, 110 epochs
   python -m advjax.main --config=configs/fgsm_sdi.py:small   # SmallCNN on a CIFAR-10 subset, minutes on a CPU
 
-The official code: generator ([x, sign grad] -> eps tanh, "2 conv + 1 res-block") updated every 20 iterations to
-maximise LS-CE at the final example (Adam lr 1e-3, weight decay 5e-4, never decayed); target in training mode
-throughout, LS-CE with confidence 0.5 (HEAD; 0.9 before commit d54cac6), examples not clipped to [0, 1]; eps = alpha
-= 8/255; SGD 0.1, momentum 0.9, weight decay 5e-4, LR /10 at 100/110 and 105/110 of the run; batch 128; no
-normalisation. Per-epoch evaluation as theirs: PGD-10, step 2/255.
+The official code: generator ([x, sign grad] -> eps tanh, "2 conv + 1 res-block", `One_Layer_Attacker` with its
+initialisation) updated every 20 iterations to maximise LS-CE at the final example (Adam lr 1e-3, weight decay 5e-4,
+never decayed; at batches 0, 20, 40, ... of each epoch, here at steps 0, 20, 40, ... of the run); target in training
+mode throughout, LS-CE with confidence 0.5 (HEAD; 0.9 before commit d54cac6), examples not clipped to [0, 1];
+eps = alpha = 8/255; SGD 0.1, momentum 0.9, weight decay 5e-4, LR /10 at 100/110 and 105/110 of the run; batch 128;
+no normalisation. Per-epoch evaluation as theirs: PGD-10, step 2/255.
 Reported [from memory of the paper, unverified]: clean 84.86, PGD-10 53.73, PGD-20 52.54, PGD-50 52.18, C&W 51.00,
 AA 48.50, ~83 min.
 """

@@ -5,10 +5,12 @@ r"""LAS-AT (Jia et al., CVPR 2022): a policy network picks each example's attack
 
 The official LAS-PGD-AT CIFAR-10 command: eps in {3..15}/255, steps in {3..14}, step size in {1..5}/255, one sample
 per example and head; start U(-8/255, 8/255) whatever eps was sampled; policy (ResNet-18) updated every 20 iterations
-by REINFORCE, SGD lr 1e-4 without momentum, grad-norm clip 1, never decayed; reward clip(CE, 0, 10) + clip(4 robust
-accuracy, +-10) + clip(2 clean accuracy, +-10) of a one-step look-ahead copy (robust: early-stopped PGD-10, 8/255,
-2/255, 2 restarts; accuracies as fractions, which the code leaves open); target loss LS-CE 0.7; SGD 0.1, momentum
-0.9, weight decay 5e-4, LR /10 at 99/110 and 104/110 of the run; batch 128; no normalisation.
+at 1-based iterations 20, 40, ... by REINFORCE, SGD lr 1e-4 without momentum, grad-norm clip 1, never decayed;
+reward clip(CE, 0, 10) + clip(4 robust accuracy, +-10) + clip(2 clean accuracy, +-10), accuracies as fractions of
+the batch, of a look-ahead copy (one SGD step on LS-CE 0.7, fresh momentum); robust: PGD-10, 8/255, 2/255, 2
+restarts keeping each example's highest-loss point, early-stopped (only correctly classified examples step), run on
+the copy in training mode; target loss LS-CE 0.7; SGD 0.1, momentum 0.9, weight decay 5e-4, LR /10 at 99/110 and
+104/110 of the run; batch 128; no normalisation.
 Reported (RobustBench Jia2022LAS-AT, variant unrecorded): WRN-34-10 clean 84.98 / AA 56.26; WRN-70-16 85.66 / 57.61.
 """
 import os
@@ -19,13 +21,15 @@ import default  # pylint: disable=g-import-not-at-top
 
 
 def las_settings(eps, steps, step_size, beta=()):
-  """The policy's choices and LAS-PGD-AT's policy, reward and attack settings."""
+  """The policy's choices and LAS-PGD-AT's policy, reward and attack settings (`train_eps_clip` 0: none)."""
   return default.ml_collections.ConfigDict(dict(
       eps_choices=tuple(eps), steps_choices=tuple(steps), step_choices=tuple(step_size), beta_choices=tuple(beta),
       start_eps=8 / 255, policy_model='resnet18', policy_every=20, policy_lr=1e-4, policy_momentum=0.0,
       policy_weight_decay=0.0, policy_clip=1.0, policy_lr_follows_target=False,
       loss_reward_clip=10.0, robust_reward=4.0, clean_reward=2.0, accuracy_reward_clip=10.0,
-      reward_eps=8 / 255, reward_step_size=2 / 255, reward_steps=10, reward_restarts=2))
+      reward_eps=8 / 255, reward_step_size=2 / 255, reward_steps=10, reward_restarts=2, reward_early_stop=True,
+      lookahead_label_confidence=0.7, lookahead_awp=False, reward_skips_normalisation=False,
+      train_eps_clip=0.0, clean_forward_after_step=False))
 
 
 def small_policy(c):

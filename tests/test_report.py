@@ -24,8 +24,9 @@ def write_run(workdir, name, epochs, rng):
     sums = {key: np.float32(rng.uniform(1, 50)) for key in jax.device_get(step_lib.zero_metrics(config))}
     sums['examples'] = np.float32(100)
     evaluation = dict(natural_acc=rng.uniform(0.5, 1), pgd_acc=rng.uniform(0, 0.5))
-    writer.write(train.epoch_record(config, epoch, 10 * epoch, methods.hparams(config, epoch), sums, evaluation,
-                                    train_seconds=1.5, epoch_seconds=2.0))
+    hparams = methods.hparams(config, epoch, first_step=10 * (epoch - 1))
+    writer.write(train.epoch_record(config, epoch, 10 * epoch, hparams, sums, evaluation, train_seconds=1.5,
+                                    epoch_seconds=2.0))
   writer.close()
   return config
 

@@ -16,16 +16,24 @@ class AttackOutput(NamedTuple):
   x_adv: jax.Array  # adversarial batch, same shape as x, detached
   steps: jax.Array  # int32 (B,): gradient steps each example took (FAT's BP count)
   fosc: Optional[jax.Array] = None   # (B,) FOSC value at the returned points, where the attack computes it (DAT)
+  loss_weights: Optional[jax.Array] = None   # (B,) the outer loss's per-example weights, where the method sets them
+  model_state: Any = None   # what a forward with state carried out of the attack (`pgd`'s model_state)
 
 
 def _loss_and_grad(logits_fn, objective, x_adv):
   """Logits at x_adv and the gradient of the summed per-example objective (= per-example gradients)."""
-  def total(v):
-    logits = logits_fn(v)
-    return objective(logits).sum(), logits
-
-  (_, logits), grad = jax.value_and_grad(total, has_aux=True)(x_adv)
+  logits, grad, _ = _threaded_loss_and_grad(lambda v, state: (logits_fn(v), state), objective, x_adv, None)
   return logits, grad
+
+
+def _threaded_loss_and_grad(forward, objective, x_adv, model_state):
+  """`_loss_and_grad` for `forward(v, model_state) -> (logits, model_state)`, and the state after the forward."""
+  def total(v):
+    logits, state = forward(v, model_state)
+    return objective(logits).sum(), (logits, state)
+
+  (_, (logits, state)), grad = jax.value_and_grad(total, has_aux=True)(x_adv)
+  return logits, grad, state
 
 
 def _start(logits_fn, x, y, key, loss, eps, init, clip_init):
@@ -36,7 +44,7 @@ def _start(logits_fn, x, y, key, loss, eps, init, clip_init):
 
 
 def pgd(logits_fn, x, y, key, *, eps, step_size, steps, loss=losses.cross_entropy, init='uniform',
-        clip_init=True, noise_std=0.0, restarts=1):
+        clip_init=True, noise_std=0.0, restarts=1, model_state=None):
   """PGD-K under L-inf (Madry et al.): `steps` signed ascent steps on `loss`, projected after each.
 
   Args:
@@ -46,20 +54,32 @@ def pgd(logits_fn, x, y, key, *, eps, step_size, steps, loss=losses.cross_entrop
     init / clip_init: the start, see `parts.random_start`.
     noise_std: FAT's omega, Gaussian noise added at every step.
     restarts: independent runs; each example keeps its worst case (misclassified first, then highest loss).
+    model_state: for a forward with state, the BatchNorm statistics of a model in training mode: then
+      `logits_fn(v, model_state) -> (logits, model_state)`, the steps' forwards thread the state in turn and
+      `AttackOutput.model_state` is the state after the last (one restart; the attack loss's own forward, TRADES'
+      clean logits, sees `model_state` and leaves it as it is).
   """
+  if model_state is not None and restarts != 1:
+    raise ValueError(f'a forward with state (model_state) takes one restart, got restarts={restarts}')
+  forward = logits_fn if model_state is not None else lambda v, state: (logits_fn(v), state)
+
   def run(key):
-    objective, x_adv, noise_keys = _start(logits_fn, x, y, key, loss, eps, init, clip_init)
+    objective, x_adv, noise_keys = _start(lambda v: forward(v, model_state)[0], x, y, key, loss, eps, init,
+                                          clip_init)
 
-    def body(k, x_adv):
-      _, grad = _loss_and_grad(logits_fn, objective, x_adv)
+    def body(k, carry):
+      x_adv, state = carry
+      _, grad, state = _threaded_loss_and_grad(forward, objective, x_adv, state)
       return parts.signed_step(x_adv, x, grad, eps=eps, step_size=step_size,
-                               noise_keys=parts.fold_in(noise_keys, k), noise_std=noise_std)
+                               noise_keys=parts.fold_in(noise_keys, k), noise_std=noise_std), state
 
-    return jax.lax.fori_loop(0, steps, body, x_adv), objective
+    x_adv, state = jax.lax.fori_loop(0, steps, body, (x_adv, model_state))
+    return x_adv, objective, state
 
   all_steps = jnp.full(x.shape[:1], steps * restarts, jnp.int32)
   if restarts == 1:
-    return AttackOutput(jax.lax.stop_gradient(run(key)[0]), all_steps)
+    x_adv, _, state = run(key)
+    return AttackOutput(jax.lax.stop_gradient(x_adv), all_steps, model_state=state)
 
   keys = parts.example_keys(key, x.shape[0])
 
@@ -69,13 +89,13 @@ def pgd(logits_fn, x, y, key, *, eps, step_size, steps, loss=losses.cross_entrop
 
   def restart(r, best):
     best_x, best_wrong, best_loss = best
-    x_adv, objective = run(parts.fold_in(keys, r))
+    x_adv, objective, _ = run(parts.fold_in(keys, r))
     wrong, value = score(x_adv, objective)
     better = (wrong & ~best_wrong) | ((wrong == best_wrong) & (value > best_loss))
     return (jnp.where(parts.per_example(better, x), x_adv, best_x),
             best_wrong | wrong, jnp.where(better, value, best_loss))
 
-  x_first, objective = run(parts.fold_in(keys, 0))
+  x_first, objective, _ = run(parts.fold_in(keys, 0))
   best = jax.lax.fori_loop(1, restarts, restart, (x_first, *score(x_first, objective)))
   return AttackOutput(jax.lax.stop_gradient(best[0]), all_steps)
 

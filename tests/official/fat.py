@@ -2,8 +2,9 @@
 
 Source: zjfheart/Friendly-Adversarial-Training, commit 80a064074891775146bca8c4d8a6b99c1499285a: `earlystop.py`
 (`earlystop`, both random inits, both losses), `FAT.py`, `FAT_for_TRADES.py` and `FAT_for_MART.py` (`train`'s loop
-bodies, `TRADES_loss`, `MART_loss`). Lines intentionally changed:
-- the draws are injected: the start's `np.random.uniform(-epsilon, epsilon, data.shape)` or
+bodies, `TRADES_loss`, `MART_loss`; the per-epoch PGD-20 of `eval_robust`), `attack_generator.py` (`pgd`, its
+"Madry" start). Lines intentionally changed:
+- the draws are injected: the start's `np.random.uniform(-epsilon, epsilon, data.shape)` (in `pgd` too) or
   `0.001 * torch.randn(data.shape)` is `start_noise`, and step k's `torch.randn(iter_adv.shape)` is `step_noise[k]`
   at the examples still iterating (indexed by their place in the input batch, which `origin` tracks through the
   official code's re-indexing);
@@ -144,3 +145,24 @@ def train_step(model, optimizer, data, target, *, method, tau, start_noise, step
   in_input_order = torch.empty_like(output_adv)
   in_input_order[output_origin] = output_adv
   return in_input_order, steps, loss.item()
+
+
+def madry_pgd(model, data, target, epsilon, step_size, num_steps, start_noise):
+  """`attack_generator.pgd(..., loss_fn="cent", category="Madry", rand_init=True)`: the per-epoch PGD-20 of FAT.py,
+  FAT_for_TRADES.py and FAT_for_MART.py (`eval_robust`)."""
+  dtype = next(model.parameters()).dtype
+  model.eval()
+  x_adv = data.detach() + start_noise
+  x_adv = torch.clamp(x_adv, 0.0, 1.0)
+  for _ in range(num_steps):
+    x_adv.requires_grad_()
+    output = model(x_adv.to(dtype))
+    model.zero_grad()
+    with torch.enable_grad():
+      loss_adv = nn.CrossEntropyLoss(reduction="mean")(output, target)
+    loss_adv.backward()
+    eta = step_size * x_adv.grad.sign()
+    x_adv = x_adv.detach() + eta
+    x_adv = torch.min(torch.max(x_adv, data - epsilon), data + epsilon)
+    x_adv = torch.clamp(x_adv, 0.0, 1.0)
+  return x_adv
