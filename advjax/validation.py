@@ -56,6 +56,11 @@ def _check_method_settings(config):
     _require(config.fosc.decay_epochs >= 1, f'fosc.decay_epochs must be >= 1, got {config.fosc.decay_epochs}')
     _require(config.fosc.reference in ('clean', 'start'),
              f"fosc.reference must be 'clean' or 'start', got {config.fosc.reference!r}")
+  if method.attack is not None:
+    mode = config.attack.get('model_mode', 'eval')
+    _one_of('attack.model_mode', mode, ('eval', 'train', 'train_except_after_eval'))
+    _require(mode == 'eval' or method.attack is objectives.pgd_attack,
+             f"attack.model_mode {mode!r} needs a PGD attack (madry, trades, mart), not {config.method!r}'s")
   if method.loss in (objectives.trades_loss, objectives.mart_loss):
     needs('beta')
     _require(config.beta >= 0, f'beta must be >= 0, got {config.beta}')
