@@ -11,6 +11,7 @@ float32-against-float64 rounding (3e-7).
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 from flax import traverse_util
 
@@ -19,6 +20,13 @@ from advjax import step as step_lib
 from advjax import train_state as ts
 from advjax.data import pipeline
 from official import nets
+
+@pytest.fixture(autouse=True)
+def float64():
+  """Every test of a module that imports it runs with float64 enabled (see above)."""
+  with jax.enable_x64(True):
+    yield
+
 
 BATCH = 8
 KEY = jax.random.key(2)   # the train step's

@@ -16,14 +16,8 @@ from advjax import step as step_lib
 from advjax import train_state as ts
 from helpers import load_config
 from official import awp, harness, nets
-from official.harness import BATCH, KEY, nchw
+from official.harness import BATCH, KEY, nchw, float64  # noqa: F401  (autouse)
 
-
-
-@pytest.fixture(autouse=True)
-def float64():
-  with jax.enable_x64(True):
-    yield
 
 
 def _config(variant=None):

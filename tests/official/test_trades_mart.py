@@ -12,15 +12,9 @@ from advjax import step as step_lib
 from advjax import train_state as ts
 from helpers import load_config
 from official import harness, trades_mart
-from official.harness import BATCH, KEY, nchw
+from official.harness import BATCH, KEY, nchw, float64  # noqa: F401  (autouse)
 
 STEPS = 2
-
-
-@pytest.fixture(autouse=True)
-def float64():
-  with jax.enable_x64(True):
-    yield
 
 
 @pytest.fixture(scope='module')
