@@ -10,14 +10,16 @@ import optax
 from flax import traverse_util
 from jax.sharding import PartitionSpec as P
 
-from advjax import attacks, awp, methods, schedules
+from advjax import attacks, methods, schedules
+from advjax.methods import awp
 from advjax import train_state as ts
 from advjax.train_state import AXIS, example_keys
 from advjax.attacks import losses
 
 
 def make_optimizer(config, steps_per_epoch):
-  """SGD with momentum and coupled weight decay (PyTorch's `SGD(weight_decay=...)`), LR by epoch.
+  """SGD with momentum and coupled weight decay (PyTorch's `SGD(weight_decay=...)`), LR by epoch; or, with
+  `optimizer.name='adam'`, PyTorch's `Adam` (betas 0.9 / 0.999, eps 1e-8, the same coupled decay) (CAT).
 
   Methods that update the weights more than once per batch (Free-AT's replays) count their updates per epoch.
   `optimizer.weight_decay_on='kernels'` decays only the convolution and dense kernels, as Keras' and TF's L2
@@ -30,6 +32,8 @@ def make_optimizer(config, steps_per_epoch):
   lr = schedules.per_step(config.lr_schedule, updates_per_epoch, config.lr_interpolation)
   kernels = lambda params: traverse_util.path_aware_map(lambda path, _: path[-1] == 'kernel', params)
   decay = optax.add_decayed_weights(o.weight_decay, mask=kernels if o.get('weight_decay_on') == 'kernels' else None)
+  if o.get('name', 'sgd') == 'adam':
+    return optax.chain(decay, optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8))
   time_decay = o.get('keras_time_decay', 0.0)
   if time_decay:
     keras_lr = lambda count: lr(count) / (1 + time_decay * count)

@@ -2,7 +2,7 @@
 
 Trainers run per device inside `jax.shard_map` over a 1-D mesh (pmap semantics). Everything in the state is
 replicated except `memory`, the per-example memory of methods such as FGSM-PGI, whose rows are sharded over the
-mesh (see `advjax.memory`).
+mesh (see `advjax.methods.memory`).
 """
 from typing import Any
 

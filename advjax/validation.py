@@ -6,7 +6,8 @@ import os
 import jax
 import ml_collections
 
-from advjax import checkpoint, data, evaluate, interop, methods, models, objectives
+from advjax import checkpoint, data, evaluate, interop, methods, models
+from advjax.methods import search
 
 ATTACK_INITS = ('uniform', 'gaussian', 'none')
 ATTACK_LOSSES = ('ce', 'kl', 'cw')
@@ -44,13 +45,21 @@ def _check_method_settings(config):
   """The settings the chosen method reads, beyond those every method has."""
   method = methods.METHODS[config.method]
   needs = lambda field: _require(field in config, f'method {config.method!r} needs config.{field}')
-  if method.hparams is objectives.tau_hparams:
+  if method.hparams is search.tau_hparams:
     needs('tau_schedule')
     _check_schedule('tau_schedule', config.tau_schedule, lowest=0, highest=config.attack.steps)
-  if method.hparams is objectives.steps_hparams:
+  if config.method == 'cat':
     needs('steps_schedule')
-    _check_schedule('steps_schedule', config.steps_schedule, lowest=0, highest=config.attack.steps)
-  if method.hparams is objectives.fosc_hparams:
+    needs('cat')
+    _require(config.cat.max_k >= 0, f'cat.max_k must be >= 0, got {config.cat.max_k}')
+    _check_schedule('steps_schedule', config.steps_schedule, lowest=0, highest=config.cat.max_k)
+    _one_of('cat.step_rule', config.cat.step_rule, ('random', 'fixed'))
+    _one_of('attack.model_mode', config.attack.get('model_mode', 'eval'), ('eval', 'train'))
+    per_device = config.batch_size // jax.device_count()
+    _require(not config.cat.batch_mixing or per_device >= config.cat.max_k + 1,
+             f'cat.batch_mixing cuts each device\'s batch into up to cat.max_k + 1 = {config.cat.max_k + 1} parts; '
+             f'batch_size per device is {per_device}')
+  if method.hparams is search.fosc_hparams:
     needs('fosc')
     _require(config.fosc.c_max >= 0, f'fosc.c_max must be >= 0, got {config.fosc.c_max}')
     _require(config.fosc.decay_epochs >= 1, f'fosc.decay_epochs must be >= 1, got {config.fosc.decay_epochs}')
@@ -59,19 +68,20 @@ def _check_method_settings(config):
   if method.attack is not None:
     mode = config.attack.get('model_mode', 'eval')
     _one_of('attack.model_mode', mode, ('eval', 'train', 'train_except_after_eval'))
-    _require(mode == 'eval' or method.attack is objectives.pgd_attack,
+    _require(mode == 'eval' or method.attack is search.pgd_attack,
              f"attack.model_mode {mode!r} needs a PGD attack (madry, trades, mart), not {config.method!r}'s")
-  if method.loss in (objectives.trades_loss, objectives.mart_loss):
+  if method.loss in (search.trades_loss, search.mart_loss):
     needs('beta')
     _require(config.beta >= 0, f'beta must be >= 0, got {config.beta}')
   _check_fast_and_learned(config)
   _require(config.get('trades_forwards', 2) in (2, 3),
            f'trades_forwards must be 2 or 3, got {config.get("trades_forwards")}')
-  _require(config.get('forward_order', 'natural_first') in objectives.FORWARD_ORDERS,
+  _require(config.get('forward_order', 'natural_first') in search.FORWARD_ORDERS,
            f"forward_order must be 'natural_first' or 'adversarial_first', got {config.get('forward_order')!r}")
 
 
 def _check_optimizer(o):
+  _one_of('optimizer.name', o.get('name', 'sgd'), ('sgd', 'adam'))
   _one_of('optimizer.weight_decay_on', o.get('weight_decay_on', 'all'), ('all', 'kernels'))
   _require(o.get('keras_time_decay', 0.0) >= 0,
            f'optimizer.keras_time_decay must be >= 0 (0: none), got {o.get("keras_time_decay")}')

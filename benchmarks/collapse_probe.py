@@ -26,7 +26,8 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import side_by_side  # pylint: disable=g-import-not-at-top
 
-from advjax import objectives, single_step, train, validation  # pylint: disable=g-import-not-at-top
+from advjax import train, validation  # pylint: disable=g-import-not-at-top
+from advjax.methods import search, single_step  # pylint: disable=g-import-not-at-top
 from advjax import train_state as ts  # pylint: disable=g-import-not-at-top
 
 BN_MOMENTUM = 0.9   # advjax.models.layers: flax's running update is m * old + (1 - m) * batch
@@ -43,7 +44,7 @@ def frozen_stats_gradient(model, params, batch_stats, x, y, confidence=1.0, trai
 
   def loss(v):
     logits = model.apply(dict(params=params, batch_stats=moments), v, train=False)
-    return objectives.smoothed_cross_entropy(logits, y, confidence).mean()
+    return search.smoothed_cross_entropy(logits, y, confidence).mean()
   return jax.grad(loss)(x), new_stats
 
 

@@ -78,7 +78,8 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-posit
 import jax.numpy as jnp  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from advjax import methods, models, objectives  # noqa: E402
+from advjax import methods, models  # noqa: E402
+from advjax.methods import search  # noqa: E402
 from advjax import step as step_lib  # noqa: E402
 from advjax import train_state as ts  # noqa: E402
 from advjax import train  # noqa: E402
@@ -194,7 +195,7 @@ def step_flop_pieces(config, batch_size):
   x = jax.ShapeDtypeStruct((batch_size, *IMAGE_SHAPE), jnp.float32)
   y = jax.ShapeDtypeStruct((batch_size,), jnp.int32)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)), train=False))
-  cross_entropy = objectives.cross_entropy
+  cross_entropy = search.cross_entropy
 
   def forward(variables, x):
     return model.apply(variables, x, train=False)

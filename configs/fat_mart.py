@@ -5,7 +5,7 @@ r"""FAT for MART (Zhang et al., ICML 2020, Table 4): WRN-34-10 on CIFAR-10, CE a
 Training: the MART loss (beta 6) on PGD-10-tau points of the CE attack from clip01(x + 0.001 N), step 0.007;
 tau 0 -> 1 -> 2 -> 3 -> 4 at epochs 21 / 41 / 61 / 81; 90 epochs, LR 0.1, x0.1 from epoch 60, x0.01 from 90,
 wd 2e-4. Evaluation as the official
-per-epoch PGD-20: "Madry" start clip01(x + U(-eps, eps)), step 0.003 (tests/official/test_fat.py).
+per-epoch PGD-20: "Madry" start clip01(x + U(-eps, eps)), step 0.003 (tests/official/test_search_fat.py).
 
 Numbers (FAT paper Table 4, WRN-34-10; eps 8/255, step eps/10, PGD-20 with a random start, CW = PGD-30 margin):
   eps_train 8/255:  natural 86.40, FGSM 68.94, PGD-20 57.89, C&W 52.28

@@ -6,7 +6,7 @@ r"""FAT for TRADES (Zhang et al., ICML 2020, Table 2): WRN-34-10 on CIFAR-10, KL
 Training: the TRADES loss (two training-mode forwards, natural first, as the official `FAT_for_TRADES.py`) on
 PGD-10-tau points of the KL attack from clip01(x + 0.001 N), step 0.007, no omega; tau 0 -> 1 -> 2 -> 3 at epochs
 31 / 51 / 71; 85 epochs, LR 0.1, x0.1 from epoch 75, wd 2e-4. Evaluation as the official
-per-epoch PGD-20: "Madry" start clip01(x + U(-eps, eps)), step 0.003 (tests/official/test_fat.py).
+per-epoch PGD-20: "Madry" start clip01(x + U(-eps, eps)), step 0.003 (tests/official/test_search_fat.py).
 
 Numbers (FAT README, WRN-34-10, eps 0.031, no random start):
   beta 6, eps 8/255:  natural 86.60, FGSM 61.79, PGD-20 55.98, C&W 54.29 (AutoAttack 53.51, RobustBench)

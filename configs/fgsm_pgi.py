@@ -15,7 +15,7 @@ f(x + delta_0)||^2 is the code's MSE over logits (mean over batch and classes): 
 (docs/results/fast_methods.md). Variant `paper`: m <- mu m + sign(g) and the first start U(-eps, eps).
 The code has MEP only; BP and EP here are its step with the prior swapped (EP also reset every 40 epochs, BP never).
 Not offered: the code's crop coordinates (here a perturbation belongs to the example, whatever its crop and flip).
-Per-example perturbations live on the devices, sharded by dataset index (`advjax.memory`), and are checkpointed.
+Per-example perturbations live on the devices, sharded by dataset index (`advjax.methods.memory`), and are checkpointed.
 Reported (poster, CIFAR-10 ResNet-18, best = last for MEP):
   method  clean  PGD-10  PGD-20  PGD-50  C&W    AA     time
   BP      83.15  54.59   53.55   53.2    50.24  47.47  73 min

@@ -5,7 +5,7 @@ r"""TRADES (Zhang et al., ICML 2019): WRN-34-10 on CIFAR-10, beta 6, the officia
 Training: CE(f(x)) + beta * KL(p(x) || p(x')) with x' from PGD-10 on the KL (step 0.007) starting at x + 0.001 N,
 unclipped; 76 epochs, LR 0.1 then 0.01 from epoch 75 (the script's later decays are never reached), wd 2e-4.
 Three training-mode forwards as `trades.py` (natural, adversarial, natural again for the KL target: tested step for
-step in tests/official/test_trades_mart.py); `--config.trades_forwards=2` drops the third (the same gradient, one
+step in tests/official/test_search_trades_mart.py); `--config.trades_forwards=2` drops the third (the same gradient, one
 forward fewer, but BatchNorm's running statistics see the natural batch once, not twice).
 Evaluation: PGD-20, step 0.003, uniform start (unclipped), eps 0.031.
 

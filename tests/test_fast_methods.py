@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from advjax import awp, checkpoint, memory, methods, models, objectives, schedules, train
+from advjax import checkpoint, methods, models, schedules, train
+from advjax.methods import awp, memory, search
 from advjax import step as step_lib
 from advjax import train_state as ts
 from advjax.data import pipeline
@@ -47,7 +48,7 @@ def expected_pgi_delta(config, variables, x, y, delta0):
   model = models.from_config(config.model, 10)   # no mapped axis: BatchNorm over the whole batch
   def loss(v):
     logits, _ = model.apply(variables, v, train=True, mutable=['batch_stats'])
-    return objectives.smoothed_cross_entropy(logits, y, config.label_confidence).mean()
+    return search.smoothed_cross_entropy(logits, y, config.label_confidence).mean()
   grad = jax.grad(loss)(x + delta0)
   a = config.attack
   return np.clip(x + np.clip(delta0 + a.step_size * np.sign(grad), -a.eps, a.eps), 0, 1) - x
@@ -124,9 +125,9 @@ def test_smoothed_cross_entropy_against_numpy():
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   targets = np.full((5, 10), 0.3 / 9)
   targets[np.arange(5), y] = 0.7
-  np.testing.assert_allclose(objectives.smoothed_cross_entropy(logits, y, 0.7), -(targets * log_probs).sum(-1),
+  np.testing.assert_allclose(search.smoothed_cross_entropy(logits, y, 0.7), -(targets * log_probs).sum(-1),
                              rtol=1e-5)
-  np.testing.assert_allclose(objectives.smoothed_cross_entropy(logits, y, 1.0), objectives.cross_entropy(logits, y),
+  np.testing.assert_allclose(search.smoothed_cross_entropy(logits, y, 1.0), search.cross_entropy(logits, y),
                              rtol=1e-5)
 
 

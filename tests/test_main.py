@@ -41,7 +41,7 @@ def advjax(*args, cwd=REPO, **popen):
     (['--config=configs/dat.py:digits', '--config.fosc.reference=origin'],
      "fosc.reference must be 'clean' or 'start', got 'origin'"),
     (['--config=configs/cat.py:digits', '--config.steps_schedule=((1, 0), (2, 12))'],
-     'steps_schedule values must be <= 10, got 12'),
+     'steps_schedule values must be <= 7, got 12'),
     (['--config=configs/fgsm_pgi.py:digits', '--config.pgi.prior=last'],
      "pgi.prior must be one of bp, ep, mep; got 'last'"),
     (['--config=configs/las_at.py:digits', '--config.las.eps_choices=()'], 'las.eps_choices must be non-empty'),

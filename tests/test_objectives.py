@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from advjax import attacks, methods, objectives
+from advjax import attacks, methods
+from advjax.methods import cat, search
 from helpers import C, D, load_config, mlp_logits, mlp_params, numpy_ce_gradient
 
 B = 6
@@ -81,8 +82,8 @@ def test_losses_match_numpy_values_and_gradients(name, reference):
 
 def test_trades_forward_modes():
   nat, adv, y = logits_case(0)
-  two = objectives.trades_loss(load_config('trades', trades_forwards=2))(counting_forward, 0, nat, adv, jnp.asarray(y))
-  three = objectives.trades_loss(load_config('trades'))(counting_forward, 0, nat, adv, jnp.asarray(y))
+  two = search.trades_loss(load_config('trades', trades_forwards=2))(counting_forward, 0, nat, adv, jnp.asarray(y))
+  three = search.trades_loss(load_config('trades'))(counting_forward, 0, nat, adv, jnp.asarray(y))
   np.testing.assert_allclose(two[0], three[0], rtol=1e-6)
   assert two[1][1] == 2 and three[1][1] == 3
   np.testing.assert_array_equal(two[1][0], adv)   # reports the adversarial logits
@@ -151,21 +152,18 @@ def test_fosc_reference_point_option():
     attacks.pgd_fosc(lambda v: mlp_logits(p, v), x, y, jax.random.key(1), reference='origin', **kw)
 
 
-def test_curriculum_attack_follows_the_step_schedule():
-  config = load_config('cat', 'digits')
-  assert [objectives.steps_hparams(config, e)['steps'] for e in (1, 2, 3, 15)] == [0, 1, 2, 10]
-  attack = methods.METHODS['cat'].attack(config)
-  p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), mlp_params(3))
-  x = jax.random.uniform(jax.random.key(0), (B, D))
-  y = jnp.zeros(B, jnp.int32)
-  natural = attack(lambda v: mlp_logits(p, v), x, y, jax.random.key(1), dict(steps=jnp.int32(0)))
-  np.testing.assert_array_equal(natural.x_adv, x)
-  three = attack(lambda v: mlp_logits(p, v), x, y, jax.random.key(1), dict(steps=jnp.int32(3)))
-  np.testing.assert_array_equal(three.steps, 3)
-  assert float(jnp.abs(three.x_adv - x).max()) > 0
+def test_cat_levels_follow_the_schedule_and_cut_the_batch_into_k_plus_one_parts():
+  config = load_config('cat', 'fat_table1,digits')
+  assert [cat.steps_hparams(config, e)['steps'] for e in (1, 2, 3, 15)] == [0, 1, 2, 10]
+  for batch_size, k in [(8, 0), (8, 2), (8, 3), (200, 7), (9, 8)]:
+    parts = cat.parts(batch_size, k)
+    assert [steps for _, _, steps in parts] == list(range(k + 1))
+    assert [start for start, _, _ in parts] == [0] + [stop for _, stop, _ in parts[:-1]]   # contiguous
+    assert parts[-1][1] == batch_size and {stop - start for start, stop, _ in parts[:-1]} <= {batch_size // (k + 1)}
+  assert cat.parts(8, 3, batch_mixing=False) == [(0, 8, 3)]
 
 
 def test_dat_threshold_schedule():
   config = load_config('dat')
-  values = [objectives.fosc_hparams(config, e)['fosc_threshold'] for e in (1, 51, 101, 120)]
+  values = [search.fosc_hparams(config, e)['fosc_threshold'] for e in (1, 51, 101, 120)]
   np.testing.assert_allclose(values, [0.5, 0.25, 0.0, 0.0])

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from advjax import strategy
+from advjax.methods import strategy
 
 
 def test_reinforce_gradient_is_reward_times_softmax_minus_onehot():

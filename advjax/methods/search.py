@@ -60,7 +60,7 @@ def madry_loss(config):
 
 def keras_cross_entropy(logits, y):
   """DAT's `losses.py` CE on the softmax outputs: p_y clipped to [1e-7, 1 - 1e-7] (Keras' epsilon), so an example
-  with p_y outside passes no gradient (seen in tests/official/test_dat.py once a step made examples confidently
+  with p_y outside passes no gradient (seen in tests/official/test_search_dat.py once a step made examples confidently
   wrong)."""
   p = jnp.take_along_axis(jax.nn.softmax(logits), y[:, None], axis=-1)[:, 0]
   return -jnp.log(jnp.clip(p, 1e-7, 1 - 1e-7))
@@ -84,7 +84,7 @@ FORWARD_ORDERS = ('natural_first', 'adversarial_first')
 def _natural_and_adversarial(config, forward, model_state, x, x_adv):
   """The training-mode logits of x and x_adv, computed in `config.forward_order`: the order BatchNorm's running
   statistics see them in (the official FAT-for-TRADES: natural first, FAT-for-MART: adversarial first, both
-  tests/official/test_fat.py; TRADES' and MART's code, read: natural first)."""
+  tests/official/test_search_fat.py; TRADES' and MART's code, read: natural first)."""
   if config.get('forward_order', 'natural_first') == 'adversarial_first':
     adv_logits, model_state = forward(x_adv, model_state)
     natural_logits, model_state = forward(x, model_state)
@@ -187,17 +187,6 @@ def fosc_attack(config):
   return attack
 
 
-def curriculum_attack(config):
-  """CAT's PGD-k with k from `hparams`; k = 0 trains on the natural examples (the curriculum's first stage)."""
-  settings = _attack_settings(config)
-
-  def attack(logits_fn, x, y, key, hp):
-    out = attacks.pgd(logits_fn, x, y, key, steps=hp['steps'], **settings)
-    return out._replace(x_adv=jnp.where(hp['steps'] > 0, out.x_adv, x))
-
-  return attack
-
-
 # --- Schedules ---------------------------------------------------------------------------------------------------------
 
 def no_hparams(config, epoch):
@@ -219,8 +208,3 @@ def fosc_hparams(config, epoch):
   if f.get('weight_by_adversarial_ce'):
     settings['weight_by_adversarial_ce'] = epoch > 1
   return settings
-
-
-def steps_hparams(config, epoch):
-  """CAT: the epoch's number of attack steps k from `config.steps_schedule`."""
-  return dict(steps=schedules.value_at(config.steps_schedule, epoch))

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from advjax import memory, objectives
+from advjax.methods import memory, search
 from advjax import train_state as ts
 from advjax.attacks import parts
 from advjax.models import generator as generator_lib
@@ -43,7 +43,7 @@ def input_gradient(model, params, batch_stats, x, y, confidence=1.0, train=True)
       logits, new_stats = ts.train_forward(model, params, batch_stats, v)
     else:
       logits, new_stats = model.apply(dict(params=params, batch_stats=batch_stats), v, train=False), batch_stats
-    return objectives.smoothed_cross_entropy(logits, y, confidence).mean(), new_stats
+    return search.smoothed_cross_entropy(logits, y, confidence).mean(), new_stats
   (_, new_stats), grad = jax.value_and_grad(loss, has_aux=True)(x)
   return grad, new_stats
 
@@ -88,7 +88,7 @@ def fgsm_rs_step(model, tx, config, key):
 
     def loss_fn(params):
       logits, stats = ts.train_forward(model, params, batch_stats, x_adv)
-      return objectives.cross_entropy(logits, y).mean(), (logits, stats)
+      return search.cross_entropy(logits, y).mean(), (logits, stats)
 
     (loss, (logits, batch_stats)), grads = ts.local_value_and_grad(loss_fn, state.params)
     state = ts.apply_gradients(state, tx, grads, batch_stats, config=config)
@@ -127,7 +127,7 @@ def grad_align_step(model, tx, config, key):
 
     def loss_fn(params):
       logits, stats = ts.train_forward(model, params, batch_stats, x_adv)
-      ce = objectives.cross_entropy(logits, y).mean()
+      ce = search.cross_entropy(logits, y).mean()
       grad_noisy, stats = input_gradient(model, params, stats, x + eta, y)
       flat = lambda g: g.reshape(g.shape[0], -1)
       nonzero = (jnp.linalg.norm(flat(grad_start), axis=1) > 0) & (jnp.linalg.norm(flat(grad_noisy), axis=1) > 0)
@@ -190,7 +190,7 @@ def free_step(model, tx, config, key):
 
       def loss_fn(params, delta):
         logits, stats = ts.train_forward(model, params, state.batch_stats, clip01_tf(x + delta))
-        ce = objectives.cross_entropy(logits, y).mean()
+        ce = search.cross_entropy(logits, y).mean()
         return ce + weight_decay * kernel_l2(params), (ce, logits, stats)
 
       params = jax.lax.pcast(state.params, ts.AXIS, to='varying')
@@ -262,7 +262,7 @@ def sdi_perturbation(model, config):
                                             train=True, mutable=['batch_stats'])
       delta, stats = final_perturbation(params, batch_stats, x, y, delta_init)
       logits, stats = ts.train_forward(model, params, stats, x + delta)
-      return -objectives.smoothed_cross_entropy(logits, y, confidence).mean(), (updates['batch_stats'], stats)
+      return -search.smoothed_cross_entropy(logits, y, confidence).mean(), (updates['batch_stats'], stats)
     (_, (gen_stats, batch_stats)), grads = ts.local_value_and_grad(loss_fn, gen['params'])
     updates, opt_state = generator_tx.update(jax.lax.pmean(grads, ts.AXIS), gen['opt_state'], gen['params'])
     return dict(params=optax.apply_updates(gen['params'], updates), batch_stats=gen_stats,
@@ -294,7 +294,7 @@ def sdi_step(model, tx, config, key):
 
     def loss_fn(params):
       logits, stats = ts.train_forward(model, params, batch_stats, x + delta)
-      return objectives.smoothed_cross_entropy(logits, y, confidence).mean(), (logits, stats)
+      return search.smoothed_cross_entropy(logits, y, confidence).mean(), (logits, stats)
 
     (loss, (logits, batch_stats)), grads = ts.local_value_and_grad(loss_fn, state.params)
     state = ts.apply_gradients(state.replace(method=gen), tx, grads, batch_stats, config=config)
@@ -374,13 +374,13 @@ def pgi_step(model, tx, config, key):
     def loss_fn(params):
       forward = lambda v: ts.train_forward(model, params, state.batch_stats, v)
       logits0, vjp, stats = jax.vjp(forward, x + delta0, has_aux=True)   # one forward: the attack and the regulariser
-      ce_grad = jax.grad(lambda z: objectives.smoothed_cross_entropy(z, y, confidence).mean())(logits0)
+      ce_grad = jax.grad(lambda z: search.smoothed_cross_entropy(z, y, confidence).mean())(logits0)
       grad = jax.lax.stop_gradient(vjp(ce_grad)[0]) if attack_train else eval_grad
       delta = project(delta0 + a.step_size * jnp.sign(grad), x, a.eps)
       logits, stats = ts.train_forward(model, params, stats, x + delta)
       squared = jnp.square(logits - logits0)
       reg = squared.mean(-1) if p.reg_reduction == 'mean_classes' else squared.sum(-1)
-      loss = objectives.smoothed_cross_entropy(logits, y, confidence).mean() + p.reg_weight * reg.mean()
+      loss = search.smoothed_cross_entropy(logits, y, confidence).mean() + p.reg_weight * reg.mean()
       return loss, (logits, stats, grad, delta)
 
     (loss, (logits, batch_stats, grad, delta)), grads = ts.local_value_and_grad(loss_fn, state.params)

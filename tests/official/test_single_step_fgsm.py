@@ -10,7 +10,8 @@ import pytest
 import torch
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from advjax import models, single_step
+from advjax import models
+from advjax.methods import single_step
 from advjax import step as step_lib
 from advjax import train_state as ts
 from advjax.attacks import parts

@@ -2,7 +2,7 @@
 batch and draws (the strategy samples, attack starts and reward restarts) give the same sampled strategies, step
 counts, losses, rewards, target and policy weights and BatchNorm statistics after two steps (LAS-AT updates its
 policy at the second, the others at both, with an LR drop between them); and the official policy network loads.
-Float64 networks, float32 images, as test_fat.py explains; target and policy are SmallCNNs of width 8, whose torch
+Float64 networks, float32 images, as test_search_fat.py explains; target and policy are SmallCNNs of width 8, whose torch
 forwards run on one thread.
 """
 import jax
@@ -12,7 +12,8 @@ import pytest
 import torch
 from flax import traverse_util
 
-from advjax import interop, las_at, methods, models, train
+from advjax import interop, methods, models, train
+from advjax.methods import las_at
 from advjax import step as step_lib
 from advjax import train_state as ts
 from advjax.attacks import parts

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from advjax import attacks, awp, models, objectives, schedules, strategy
+from advjax import attacks, models, schedules
+from advjax.methods import awp, search, strategy
 from advjax import train_state as ts
 from advjax.attacks import losses, parts
 
@@ -113,10 +114,10 @@ def las_step(model, tx, config, key):
     if trades:
       natural, batch_stats = ts.train_forward(model, params, batch_stats, x)
       adv, batch_stats = ts.train_forward(model, params, batch_stats, x_adv)
-      kl = objectives.kl_divergence(natural, adv)
-      return objectives.cross_entropy(natural, y).mean() + (values['beta'] * kl).mean(), (adv, batch_stats)
+      kl = search.kl_divergence(natural, adv)
+      return search.cross_entropy(natural, y).mean() + (values['beta'] * kl).mean(), (adv, batch_stats)
     adv, batch_stats = ts.train_forward(model, params, batch_stats, x_adv)
-    return objectives.smoothed_cross_entropy(adv, y, confidence).mean(), (adv, batch_stats)
+    return search.smoothed_cross_entropy(adv, y, confidence).mean(), (adv, batch_stats)
 
   def lookahead_loss(params, batch_stats, x, x_adv, y, values):
     """The copy's loss (`train_target_model`): LS-CE at `las.lookahead_label_confidence`, or TRADES whose KL takes
@@ -126,8 +127,8 @@ def las_step(model, tx, config, key):
     natural, batch_stats = ts.train_forward(model, params, batch_stats, x)
     adv, batch_stats = ts.train_forward(model, params, batch_stats, x_adv)
     natural_again, batch_stats = ts.train_forward(model, params, batch_stats, x)
-    kl = objectives.kl_divergence(natural_again, adv)
-    return objectives.cross_entropy(natural, y).mean() + (values['beta'] * kl).mean(), (adv, batch_stats)
+    kl = search.kl_divergence(natural_again, adv)
+    return search.cross_entropy(natural, y).mean() + (values['beta'] * kl).mean(), (adv, batch_stats)
 
   def global_mean(v):
     return jax.lax.pmean(jnp.mean(v), ts.AXIS)
@@ -139,7 +140,7 @@ def las_step(model, tx, config, key):
     loss_fn = lambda p: lookahead_loss(p, state.batch_stats, x, x_adv, y, values)
     at = state.params
     if l.lookahead_awp:
-      proxy_loss = lambda p: (objectives.cross_entropy(
+      proxy_loss = lambda p: (search.cross_entropy(
           ts.train_forward(reward_model, p, state.batch_stats, x_adv)[0], y).mean(), None)
       at = awp.perturb(proxy_loss, state.params, gamma)
     (_, (_, stats)), grads = ts.local_value_and_grad(loss_fn, at)
@@ -160,7 +161,7 @@ def las_step(model, tx, config, key):
       k, x_adv, stats, _ = s
       def total(v):
         logits, new_stats = forward(stats, v)
-        return objectives.cross_entropy(logits, y).sum(), (logits, new_stats)
+        return search.cross_entropy(logits, y).sum(), (logits, new_stats)
       (_, (logits, stats)), grad = jax.value_and_grad(total, has_aux=True)(x_adv)
       stepping = (logits.argmax(-1) == y) if l.reward_early_stop else jnp.ones_like(y, bool)
       done = jax.lax.psum(stepping.sum(), ts.AXIS) == 0
@@ -172,7 +173,7 @@ def las_step(model, tx, config, key):
       _, x_adv, stats, _ = jax.lax.while_loop(lambda s: (s[0] < l.reward_steps) & ~s[3], body,
                                               (0, start, stats, jnp.zeros((), bool)))
       logits, stats = forward(stats, x_adv)
-      return x_adv, objectives.cross_entropy(logits, y), stats
+      return x_adv, search.cross_entropy(logits, y), stats
 
     def restart(r, best):
       best_x, best_loss, stats = best
@@ -190,9 +191,9 @@ def las_step(model, tx, config, key):
     if trades:
       natural, batch_stats = ts.train_forward(model, state.params, batch_stats, x)
       adv_logits, batch_stats = ts.train_forward(model, state.params, batch_stats, x_adv)
-      r1 = objectives.cross_entropy(natural, y) + values['beta'] * objectives.kl_divergence(natural, adv_logits)
+      r1 = search.cross_entropy(natural, y) + values['beta'] * search.kl_divergence(natural, adv_logits)
     else:
-      r1 = objectives.cross_entropy(eval_fn(state.variables, reward_model)(x_adv), y)
+      r1 = search.cross_entropy(eval_fn(state.variables, reward_model)(x_adv), y)
     r1 = jnp.clip(global_mean(r1), 0.0, l.loss_reward_clip)
     copy = lookahead(state.replace(batch_stats=batch_stats), x, x_adv, y, values, hparams['lookahead_lr'],
                      hparams.get('awp_gamma', 0.0))
