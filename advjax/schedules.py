@@ -20,11 +20,13 @@ def value_at(schedule, epoch, interpolation='constant'):
   return schedule[max(bisect.bisect_right(starts, epoch) - 1, 0)][1]
 
 
-def per_step(schedule, steps_per_epoch, interpolation='constant'):
+def per_step(schedule, steps_per_epoch, interpolation='constant', at_batch_end=False):
   """The same schedule as an optax schedule of the update count (learning rates): piecewise constant, or linear
-  between the points and constant after the last."""
+  between the points and constant after the last. Update t (from 0) takes the schedule's value at t steps, or, with
+  `at_batch_end`, at t + 1 (scripts that set the LR of batch i of epoch e to lr_schedule(e + (i + 1) / n))."""
+  offset = 1 if at_batch_end else 0
   first_steps = jnp.asarray([(start - 1) * steps_per_epoch for start, _ in schedule], jnp.float32)
   values = jnp.asarray([value for _, value in schedule], jnp.float32)
   if interpolation == 'linear':
-    return lambda count: jnp.interp(count, first_steps, values)
-  return lambda count: values[jnp.maximum(jnp.searchsorted(first_steps, count, side='right') - 1, 0)]
+    return lambda count: jnp.interp(count + offset, first_steps, values)
+  return lambda count: values[jnp.maximum(jnp.searchsorted(first_steps, count + offset, side='right') - 1, 0)]

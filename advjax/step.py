@@ -25,11 +25,13 @@ def make_optimizer(config, steps_per_epoch):
   `optimizer.weight_decay_on='kernels'` decays only the convolution and dense kernels, as Keras' and TF's L2
   regularisers on kernels do (DAT, Free-AT). `optimizer.keras_time_decay=d` is Keras 2's `SGD(decay=d)` (DAT): the
   LR divided by 1 + d t at update t (from 0), in Keras' velocity form v <- mu v - lr g, w <- w + v, which differs
-  from PyTorch's w <- w - lr (mu b + g) once the LR changes.
+  from PyTorch's w <- w - lr (mu b + g) once the LR changes. `optimizer.lr_at_batch_end`: each update's LR is the
+  schedule at the end of its batch (AT-AWP, FGSM-GA; see `schedules.per_step`).
   """
   o = config.optimizer
   updates_per_epoch = steps_per_epoch * methods.METHODS[config.method].updates_per_batch(config)
-  lr = schedules.per_step(config.lr_schedule, updates_per_epoch, config.lr_interpolation)
+  lr = schedules.per_step(config.lr_schedule, updates_per_epoch, config.lr_interpolation,
+                          at_batch_end=o.get('lr_at_batch_end', False))
   kernels = lambda params: traverse_util.path_aware_map(lambda path, _: path[-1] == 'kernel', params)
   decay = optax.add_decayed_weights(o.weight_decay, mask=kernels if o.get('weight_decay_on') == 'kernels' else None)
   if o.get('name', 'sgd') == 'adam':

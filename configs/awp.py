@@ -8,7 +8,8 @@ As the official `AT_AWP/train_cifar10.py` (tests/official/test_awp.py): gamma 0.
 training mode on the method's own loss; PGD-10, eps 8/255, step 2/255, in training mode (each forward updating
 BatchNorm, and one more at the result) except in each epoch's first batch from epoch 2 on, which finds the model in
 eval mode after the evaluation; a training-mode forward on the natural batch after each step; SGD momentum 0.9,
-weight decay 5e-4, LR 0.1, /10 at 100 and 150; CIFAR mean/std inside the model. `trades` is
+weight decay 5e-4, LR 0.1, /10 at 100 and 150, read at each batch's end (so a drop starts with the last batch
+before it); CIFAR mean/std inside the model. `trades` is
 `TRADES_AWP/train_trades_cifar.py`. AWP applies to any search-based method: set --config.awp.gamma.
 Reported (the AWP README, AutoAttack): AT-AWP WRN-34-10 clean 85.36 / AA 53.97; TRADES-AWP WRN-34-10 85.36 / 56.17.
 """
@@ -33,6 +34,7 @@ def trades(c):
   c.attack.update(loss='kl', init='gaussian', clip_init=False, model_mode='eval', score_forward=False)
   c.awp.update(gamma=5e-3, warmup_epochs=9)
   c.lr_schedule = ((1, 0.1), (100, 0.01), (150, 0.001))
+  c.optimizer.lr_at_batch_end = False   # `adjust_learning_rate` once per epoch
 
 
 def get_config(arg=None):
@@ -43,9 +45,7 @@ def get_config(arg=None):
   c.attack.update(eps=8 / 255, step_size=2 / 255, steps=10, model_mode='train_except_after_eval', score_forward=True)
   c.clean_forward_after_step = True
   c.awp.update(gamma=0.01, warmup_epochs=0)
-  c.optimizer.weight_decay = 5e-4
-  # The script's LR at a batch is its schedule at the batch's end, epoch + (i + 1) / n: the last batch of epochs
-  # 100 and 150 already has the lower rate, one batch earlier than here.
+  c.optimizer.update(weight_decay=5e-4, lr_at_batch_end=True)   # the script's lr_schedule(epoch + (i + 1) / n)
   c.lr_schedule = ((1, 0.1), (101, 0.01), (151, 0.001))
   c.eval.update(eps=8 / 255, step_size=2 / 255)
   return default.apply_variants(c, arg, dict(trades=trades))

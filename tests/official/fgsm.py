@@ -12,7 +12,7 @@ FGSM-RS: locuslab/fast_adversarial, commit 54f728755e71857b632882ba6d6cef22f56e2
 FGSM-GA: tml-epfl/understanding-fast-adv-training, commit ceed49440bfc35a676375b783eaba5940e583bcc, `train.py` (the
   batch loop's `--attack=fgsm` branch with `minibatch_replay=1` and the GradAlign regulariser, as
   `sh/exps_diff_eps_cifar10.sh` runs it) and `utils.py` (`get_input_grad`, `get_uniform_delta`, `l2_norm_batch`,
-  `clamp`). Lines intentionally changed:
+  `clamp`; `get_lr_schedule`). Lines intentionally changed:
   - `utils.clamp` back-propagates as it did under the Dockerfile's torch 1.4.0, whose `max(self, other)` gives self
     no gradient where self <= other and `min` none where self >= other (torch >= 1.10 halves it at ties): the input
     gradient of clamp(v, 0, 1) is zero at and beyond the bounds;
@@ -33,6 +33,7 @@ Free-AT: ashafahi/free_adv_train, commit c42cac2c4711bc65363f836a42e883b6a65a4c4
   - the loop's extra training-mode forwards for its logs (every 100th replay, and a test batch every 500th), which
     update BatchNorm's moving averages, are left out.
 """
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -152,6 +153,24 @@ def grad_align_train_step(model, opt, X, y, *, eta, start_noise=None, eps=8.0 / 
   loss.backward()
   opt.step()
   return (X + delta).detach(), loss.item()
+
+
+def ga_lr_schedule(lr_schedule_type, n_epochs, lr_max):
+  """`utils.get_lr_schedule`, as written; `train.py` sets batch i of epoch e (from 1; epoch 0 is one batch at
+  init) to `lr_schedule(epoch - 1 + (i + 1) / len(train_batches))`."""
+  if lr_schedule_type == 'cyclic':
+    lr_schedule = lambda t: np.interp([t], [0, n_epochs * 2 // 5, n_epochs], [0, lr_max, 0])[0]
+  elif lr_schedule_type == 'piecewise':
+    def lr_schedule(t):
+      if t / n_epochs < 0.5:
+        return lr_max
+      elif t / n_epochs < 0.75:
+        return lr_max / 10.
+      else:
+        return lr_max / 100.
+  else:
+    raise ValueError('wrong lr_schedule_type')
+  return lr_schedule
 
 
 def decayed_weights(model):

@@ -94,6 +94,20 @@ def jitted_attack(model, attack, hparams):
                                                       hparams))
 
 
+def learning_rates(config, steps_per_epoch):
+  """The LR of each of `config`'s updates, read off its optimiser (`step.make_optimizer`): the update of a unit
+  gradient without momentum or weight decay."""
+  config = config.copy_and_resolve_references()
+  config.optimizer.update(momentum=0.0, weight_decay=0.0)
+  tx = step_lib.make_optimizer(config, steps_per_epoch)
+  update = jax.jit(lambda state: tx.update(jnp.ones(()), state, jnp.zeros(())))
+  state, rates = tx.init(jnp.zeros(())), []
+  for _ in range(config.num_epochs * steps_per_epoch):
+    updates, state = update(state)
+    rates.append(-float(updates))
+  return rates
+
+
 def official_small_cnn(model, state):
   net = nets.SmallCNN().double()
   net.load_state_dict(interop.to_torch(model, jax.device_get(state.variables)))

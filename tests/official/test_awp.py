@@ -146,3 +146,10 @@ def test_trades_awp_schedules_are_the_official_ones():
       assert float(lr(count)) == pytest.approx(want, rel=1e-6), epoch
     gamma = methods.hparams(config, epoch).get('awp_gamma', 0.0)
     assert gamma == (args['awp_gamma'] if epoch >= args['awp_warmup'] else 0.0), epoch
+
+
+def test_at_awp_learning_rate_is_the_official_schedule_at_each_batch_end():
+  """`lr_schedule(epoch + (i + 1) / n)`, epochs from 0: the last batch before each drop already has the lower LR."""
+  config, n = load_config('awp'), 3
+  want = [awp.at_awp_lr_schedule(epoch + (i + 1) / n) for epoch in range(config.num_epochs) for i in range(n)]
+  np.testing.assert_allclose(harness.learning_rates(config, n), want, rtol=1e-6)

@@ -11,10 +11,10 @@ import torch
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from advjax import models
-from advjax.methods import single_step
 from advjax import step as step_lib
 from advjax import train_state as ts
 from advjax.attacks import parts
+from advjax.methods import single_step
 from helpers import load_config
 from official import fgsm, harness
 from official.harness import BATCH, KEY, nchw, float64  # noqa: F401  (autouse)
@@ -161,3 +161,10 @@ def test_free_at_equals_the_official_code(plain_setup):
     assert (float(sums['loss']) - before) / BATCH == pytest.approx(their_loss, rel=1e-5)   # the last replay's
   assert int(state.step) == replays
   harness.assert_same_variables(state, net)
+
+
+def test_fgsm_ga_learning_rate_is_the_official_schedule_at_each_batch_end():
+  config, n = load_config('fgsm_ga'), 3
+  official = fgsm.ga_lr_schedule('cyclic', config.num_epochs, 0.3)
+  want = [official(epoch - 1 + (i + 1) / n) for epoch in range(1, config.num_epochs + 1) for i in range(n)]
+  np.testing.assert_allclose(harness.learning_rates(config, n), want, rtol=1e-6, atol=1e-8)
