@@ -28,8 +28,8 @@ from advjax import models
 from advjax.models import generator
 
 TORCH_SUFFIXES = ('.pt', '.pth')
-LAYOUTS = ('small_cnn, small_cnn-<width>, resnet18, preact_resnet18[-kuangliu|-locuslab|-robustbench], '
-           'wrn-<depth>-<width>, sdi_generator')
+LAYOUTS = ('small_cnn, small_cnn-<width>, trades_mnist_cnn, resnet18, '
+           'preact_resnet18[-kuangliu|-locuslab|-robustbench], wrn-<depth>-<width>, sdi_generator')
 SDI_GENERATOR = 'sdi_generator'   # FGSM-SDI's `One_Layer_Attacker`; load_torch needs its `eps`
 
 
@@ -58,6 +58,10 @@ def _torch_module_name(model, path):
   """The PyTorch module name of the advjax module at `path` (a tuple of flax names)."""
   if isinstance(model, generator.SDIGenerator):
     return _GENERATOR_MODULES[path[0]]
+  if isinstance(model, models.TradesMnistCNN):   # the official Sequentials' names; `head` is fc3
+    if path[0].startswith('conv'):
+      return f'feature_extractor.{path[0]}'
+    return 'classifier.' + ('fc3' if path[0] == 'head' else path[0])
   if isinstance(model, models.SmallCNN):
     if path[0] in ('fc1', 'head'):
       return 'fc1' if path[0] == 'fc1' else 'fc2'
@@ -83,8 +87,12 @@ def _modules(variables):
 
 
 def _nchw_channels(model, path):
-  """The channel count of the NCHW flatten that feeds this dense layer in PyTorch, if one does (SmallCNN's fc1)."""
-  return model.width * 196 // 64 if isinstance(model, models.SmallCNN) and path[0] == 'fc1' else None
+  """The channel count of the NCHW flatten that feeds this dense layer in PyTorch, if one does (the SmallCNNs' fc1)."""
+  if path[0] != 'fc1':
+    return None
+  if isinstance(model, models.TradesMnistCNN):
+    return 64
+  return model.width * 196 // 64 if isinstance(model, models.SmallCNN) else None
 
 
 def _to_flax(kind, tensors, nchw_channels):
@@ -148,7 +156,7 @@ def _kind(leaves):
   return 'conv' if leaves['params']['kernel'].ndim == 4 else 'dense'
 
 
-def load_torch(checkpoint, model_name, num_classes=10, *, input_shape=(32, 32, 3), **model_fields):
+def load_torch(checkpoint, model_name, num_classes=10, *, input_shape=None, **model_fields):
   """The advjax model called `model_name` and its variables from a PyTorch `state_dict`.
 
   Args:
@@ -156,7 +164,8 @@ def load_torch(checkpoint, model_name, num_classes=10, *, input_shape=(32, 32, 3
       prefixes are removed.
     model_name: an advjax model name (`models.KNOWN_MODELS`), or `SDI_GENERATOR` with its `eps` in model_fields.
     num_classes: the checkpoint's number of classes.
-    input_shape: (H, W, C) of an input, to shape the variables (SmallCNN's fc1 depends on it).
+    input_shape: (H, W, C) of an input, to shape the variables (the SmallCNNs' fc1 depends on it); by default
+      MNIST's (28, 28, 1) for trades_mnist_cnn, CIFAR's (32, 32, 3) for the rest.
     **model_fields: passed to `models.get_model`: `mean` and `std` where the official model normalised outside the
       network (advjax normalises inside), `final_bn`, `preact_shortcut`, `dtype`, ...
   Returns:
@@ -165,6 +174,8 @@ def load_torch(checkpoint, model_name, num_classes=10, *, input_shape=(32, 32, 3
     CheckpointError: naming the keys that are missing, unexpected or of the wrong shape.
   """
   state = _read(checkpoint)
+  if input_shape is None:
+    input_shape = (28, 28, 1) if model_name == 'trades_mnist_cnn' else (32, 32, 3)
   if model_name == SDI_GENERATOR:   # inputs: the image and the sign of its gradient
     model, inputs = generator.SDIGenerator(**model_fields), (jnp.zeros((1, *input_shape)),) * 2
   else:

@@ -54,6 +54,9 @@ RUNS = {   # label: (config file, top-level overrides)
 
 FAST_RUNS = {   # label: (config file, variant, top-level overrides)
     'FGSM-RS': ('fgsm_rs', None, {}),
+    'FGSM-GA': ('fgsm_ga', None, {}),
+    'Free-AT': ('free_at', None, {}),
+    'AT-AWP': ('awp', None, {}),
     'Madry (PGD-10)': ('madry', None, {}),
     'FAT': ('fat', None, {}),
     'FGSM-PGI (EP)': ('fgsm_pgi', 'ep', {}),

@@ -4,9 +4,9 @@ r"""DAT (Wang et al., ICML 2019), the DAT row of FAT's Table 1: WRN-32-10, PGD-1
 
 Training: PGD with step eps/4 from x + U(-eps, eps) (unclipped); an example freezes once its FOSC value
 eps ||g||_1 - <x' - x0, g> falls to c_t = 0.5 (1 - (epoch - 1) / 100), floored at 0 (full PGD-10 from epoch 101).
-As the official code (`pgd_attack.py`, `train_models.py`; tested step for step in tests/official/test_search_dat.py): x0 is
-the random-start point (`--config.fosc.reference=clean`: the paper's clean input); from the second epoch each
-example's CE is weighted by its own detached adversarial CE (`--config.fosc.weight_by_adversarial_ce=False`: the
+As the official code (`pgd_attack.py`, `train_models.py`; tested step for step in
+tests/official/test_search_dat.py): x0 is the random-start point (`--config.fosc.reference=clean`: the paper's clean
+input); from the second epoch each example's CE is weighted by its own detached adversarial CE (`--config.fosc.weight_by_adversarial_ce=False`: the
 paper's plain CE); Keras' SGD(lr=0.01, decay=1e-4, momentum=0.9): lr / (1 + 1e-4 t) at update t, /10 from epochs 60
 and 100; Keras L2 2e-3 on the kernels only, i.e. a gradient of 4e-3 w. 120 epochs.
 Not reproduced: the rotation/shift augmentation (crop + flip here), the official Keras WRN's quirks (no stem BN, a

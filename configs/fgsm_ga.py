@@ -6,8 +6,9 @@ r"""FGSM-GA (Andriushchenko & Flammarion, NeurIPS 2020): FGSM plus the GradAlign
 The official `train.py` (`sh/exps_diff_eps_cifar10.sh` at eps 8/255): FGSM from a zero start, step 1.25 eps clipped
 to eps; lambda (1 - mean cos(grad at x, grad at x + eta)), eta ~ U(-eps, eps), lambda 0.2; model in training mode
 throughout; SGD momentum 0.9, weight decay 5e-4, batch 128, cyclic LR 0 -> 0.3 at 2/5 of the run -> 0 per step, read
-at each batch's end; no normalisation; the FGSM gradient through `clamp(x + delta, 0, 1)` with PyTorch 1.4's gradient (the official
-Dockerfile's): zero at pixels 0 and 255 from the zero start. Reported (seed slides): clean 83.96, AA 43.45.
+at each batch's end; no normalisation; the FGSM gradient through `clamp(x + delta, 0, 1)` with PyTorch 1.4's
+gradient (the official Dockerfile's): zero at pixels 0 and 255 from the zero start. Reported (seed slides): clean
+83.96, AA 43.45.
 """
 import os
 import sys

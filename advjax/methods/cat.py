@@ -2,8 +2,9 @@
 
 Batch mixing (`regularLoss`): at curriculum level k each batch is cut into k + 1 parts, part j attacked with PGD-j
 (part 0 natural, the last part taking the remainder), then one cross-entropy step on the mixed batch. Each part's
-PGD (`PGDAttack.perturb_true`) starts at x + U(-eps, eps), unclipped (`attack.init`, `attack.clip_init`), and draws its step size once:
-`attack.step_size` / j * U(1, 10 / j) (`cat.step_rule='random'`; 'fixed' keeps `attack.step_size`). The attack
+PGD (`PGDAttack.perturb_true`) starts at x + U(-eps, eps), unclipped (`attack.init`, `attack.clip_init`), and
+draws its step size once: `attack.step_size` / j * U(1, 10 / j) (`cat.step_rule='random'`; 'fixed' keeps
+`attack.step_size`). The attack
 sees the model in `attack.model_mode` ('train' as the official code: each of a part's forwards normalises by that
 part's statistics and updates BatchNorm). `cat.batch_mixing=False` attacks every example with PGD-k (FAT's Table 1
 reading of CAT).

@@ -14,15 +14,15 @@ import re
 import flax.linen as nn
 import jax.numpy as jnp
 
-from advjax.models.cnn import SmallCNN, TinyCNN
+from advjax.models.cnn import SmallCNN, TinyCNN, TradesMnistCNN
 from advjax.models.resnet import PreActResNet18, ResNet18
 from advjax.models.wide_resnet import WideResNet, blocks_per_stage
 
-__all__ = ['get_model', 'from_config', 'is_known', 'KNOWN_MODELS', 'TinyCNN', 'SmallCNN', 'ResNet18', 'PreActResNet18',
-           'WideResNet']
+__all__ = ['get_model', 'from_config', 'is_known', 'KNOWN_MODELS', 'TinyCNN', 'SmallCNN', 'TradesMnistCNN', 'ResNet18',
+           'PreActResNet18', 'WideResNet']
 
 # The PreActResNet-18s of the official codes differ (see PreActResNet18); each has its name.
-_FIXED = {'tiny_cnn': TinyCNN, 'small_cnn': SmallCNN, 'resnet18': ResNet18,
+_FIXED = {'tiny_cnn': TinyCNN, 'small_cnn': SmallCNN, 'trades_mnist_cnn': TradesMnistCNN, 'resnet18': ResNet18,
           'preact_resnet18': PreActResNet18,   # AWP's
           'preact_resnet18-kuangliu': functools.partial(PreActResNet18, final_bn=False),   # FAT, SDI, PGI, LAS-AT
           'preact_resnet18-locuslab': functools.partial(PreActResNet18, preact_shortcut=False),   # FGSM-RS

@@ -1,4 +1,4 @@
-"""Plain convolutional networks: a tiny one for tests and the quick start, and FAT's SmallCNN."""
+"""Plain convolutional networks: a tiny one for tests and the quick start, FAT's SmallCNN and TRADES' MNIST one."""
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -54,4 +54,31 @@ class SmallCNN(layers.Classifier):
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(layers.dense(4 * w, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='fc1')(x))
     x = layers.dense(self.num_classes, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='head')(x)
+    return layers.as_logits(x, self.dtype)
+
+
+class TradesMnistCNN(layers.Classifier):
+  """The SmallCNN of TRADES' MNIST experiments (yaodongyu/TRADES, models/small_cnn.py) for 28x28x1 inputs.
+
+  [conv3-32, ReLU] x 2, 2x2 max-pool, [conv3-64, ReLU] x 2, 2x2 max-pool (unpadded convolutions), then fc 200, ReLU,
+  dropout 0.5, fc 200, ReLU, fc num_classes. Its init, as the official code's: convolutions Kaiming-normal with zero
+  biases, the last layer zero, the other fc layers PyTorch's default. Dropout needs a 'dropout' key in training mode
+  (`rngs={'dropout': key}`); without one it is off, and advjax's training forwards pass none: advjax trains this
+  network without dropout, the official MNIST script with it.
+  """
+  dropout: float = 0.5
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = layers.prepare_input(x, self.mean, self.std, self.dtype)
+    for i, features in enumerate([32, 32, 64, 64]):
+      x = layers.conv(features, init='kaiming', use_bias=True, padding=0, dtype=self.dtype, name=f'conv{i + 1}')(x)
+      x = nn.relu(x)
+      if i % 2:
+        x = layers.max_pool_2x2(x)
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(layers.dense(200, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='fc1')(x))
+    x = nn.Dropout(self.dropout, deterministic=not (train and self.has_rng('dropout')))(x)
+    x = nn.relu(layers.dense(200, init='torch', in_features=x.shape[-1], dtype=self.dtype, name='fc2')(x))
+    x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype, name='head')(x)
     return layers.as_logits(x, self.dtype)

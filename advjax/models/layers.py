@@ -19,6 +19,7 @@ from advjax.models import cpu_conv
 #   zero, linear weights PyTorch's default.
 torch_kernel_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
 wrn_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+kaiming_normal_init = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')   # TRADES' MNIST SmallCNN
 
 
 def torch_bias_init(fan_in: int):
@@ -28,16 +29,18 @@ def torch_bias_init(fan_in: int):
 
 
 def conv(features: int, kernel_size: int = 3, strides: int = 1, *, init: str, in_features: int | None = None,
-         use_bias: bool = False, dtype: Any = jnp.float32, name: str | None = None) -> nn.Conv:
-  """A square convolution padded like PyTorch's `padding=k // 2`, initialised as `init` ('torch' or 'wrn') says.
+         use_bias: bool = False, padding: int | None = None, dtype: Any = jnp.float32,
+         name: str | None = None) -> nn.Conv:
+  """A square convolution padded like PyTorch's `padding=k // 2` (or `padding`), initialised as `init` says:
+  'torch', 'wrn' or 'kaiming' (`nn.init.kaiming_normal_`: N(0, 2 / fan_in), biases zero).
 
   Explicit symmetric padding rather than 'SAME': for stride 2 on an even input,
   'SAME' pads only the bottom/right, which would shift the sampling grid
   relative to the reference models. Its gradients run at full speed inside the
   attack loops on XLA:CPU (`cpu_conv`). `in_features` is needed for the bias of a 'torch'-initialised convolution.
   """
-  pad = kernel_size // 2
-  kernel_init = torch_kernel_init if init == 'torch' else wrn_conv_init
+  pad = kernel_size // 2 if padding is None else padding
+  kernel_init = dict(torch=torch_kernel_init, wrn=wrn_conv_init, kaiming=kaiming_normal_init)[init]
   bias_init = (torch_bias_init(in_features * kernel_size**2) if use_bias and init == 'torch'
                else nn.initializers.zeros)
   return nn.Conv(features, (kernel_size, kernel_size), strides=strides,

@@ -11,9 +11,11 @@ initialisation. Each class is the official one with the unused variants left out
     AWP (final_bn=True, preact_shortcut=True): csdongxian/AWP, AT_AWP/preactresnet.py (a7acf5d842).
     locuslab (final_bn=True, preact_shortcut=False): locuslab/fast_adversarial, CIFAR10/preact_resnet.py, 54f7287557.
   The two flags are the only change: each original hard-codes its choice.
+- TradesMnistSmallCNN: yaodongyu/TRADES, models/small_cnn.py (`SmallCNN`), commit 6e8e11b7c2.
 - WideResNet: yaodongyu/TRADES, models/wideresnet.py, commit 6e8e11b7c2 (FAT's models/wide_resnet.py is the same
   network), with its unused `sub_block1`.
 """
+import collections
 import math
 
 import torch
@@ -223,3 +225,48 @@ class WideResNet(nn.Module):
     out = F.avg_pool2d(out, 8)
     out = out.view(-1, self.nChannels)
     return self.fc(out)
+
+
+class TradesMnistSmallCNN(nn.Module):
+  """yaodongyu/TRADES, models/small_cnn.py (`SmallCNN`), commit 6e8e11b."""
+
+  def __init__(self, drop=0.5):
+    super().__init__()
+    self.num_channels = 1
+    self.num_labels = 10
+    activ = nn.ReLU(True)
+    self.feature_extractor = nn.Sequential(collections.OrderedDict([
+        ('conv1', nn.Conv2d(self.num_channels, 32, 3)),
+        ('relu1', activ),
+        ('conv2', nn.Conv2d(32, 32, 3)),
+        ('relu2', activ),
+        ('maxpool1', nn.MaxPool2d(2, 2)),
+        ('conv3', nn.Conv2d(32, 64, 3)),
+        ('relu3', activ),
+        ('conv4', nn.Conv2d(64, 64, 3)),
+        ('relu4', activ),
+        ('maxpool2', nn.MaxPool2d(2, 2)),
+    ]))
+    self.classifier = nn.Sequential(collections.OrderedDict([
+        ('fc1', nn.Linear(64 * 4 * 4, 200)),
+        ('relu1', activ),
+        ('drop', nn.Dropout(drop)),
+        ('fc2', nn.Linear(200, 200)),
+        ('relu2', activ),
+        ('fc3', nn.Linear(200, self.num_labels)),
+    ]))
+    for m in self.modules():
+      if isinstance(m, (nn.Conv2d)):
+        nn.init.kaiming_normal_(m.weight)
+        if m.bias is not None:
+          nn.init.constant_(m.bias, 0)
+      elif isinstance(m, nn.BatchNorm2d):
+        nn.init.constant_(m.weight, 1)
+        nn.init.constant_(m.bias, 0)
+    nn.init.constant_(self.classifier.fc3.weight, 0)
+    nn.init.constant_(self.classifier.fc3.bias, 0)
+
+  def forward(self, input):  # pylint: disable=redefined-builtin
+    features = self.feature_extractor(input)
+    logits = self.classifier(features.view(-1, 64 * 4 * 4))
+    return logits

@@ -1,10 +1,10 @@
 """CAT against its official code (tests/official/cat.py), step for step: the same weights, batch and draws give the
 same mixed batch (points and per-example steps), loss and accuracy, and the same weights and BatchNorm statistics
 after three Adam steps at levels 2, 2 and 0 (level 2 cuts the batch of 8 into 2 + 2 + 4, level 0 trains on it
-natural; float64 networks: see harness.py). At the official LR the largest weight difference is 2% of the tolerance; at ten times it, two of fc1's
-802,816 weights exceed it: Adam divides by the root of each weight's squared gradient, which magnifies the float32
-iterates' last-bit differences (19 pixels at level 2; the start noise rounds differently inside advjax's jit) where
-a gradient is near zero.
+natural; float64 networks: see harness.py). At the official LR the largest weight difference is 2% of the
+tolerance; at ten times it, two of fc1's 802,816 weights exceed it: Adam divides by the root of each weight's squared
+gradient, which magnifies the float32 iterates' last-bit differences (19 pixels at level 2; the start noise rounds
+differently inside advjax's jit) where a gradient is near zero.
 """
 import functools
 

@@ -16,7 +16,9 @@ NETWORKS = {
     'resnet18': nets.ResNet18,                                         # PyTorch's default
     'preact_resnet18': nets.PreActResNet18,                            # PyTorch's default
     'wrn-10-2': lambda: nets.WideResNet(depth=10, widen_factor=2),     # the WRN code's own loop
+    'trades_mnist_cnn': nets.TradesMnistSmallCNN,                      # Kaiming-normal convolutions, last layer zero
 }
+INPUT_SHAPES = {'trades_mnist_cnn': (28, 28, 1)}   # the others (32, 32, 3)
 
 
 def _leaves(variables):
@@ -30,7 +32,8 @@ def test_each_layer_starts_from_the_official_distribution(name):
     torch.manual_seed(seed)
     official.append(_leaves(interop.load_torch(NETWORKS[name]().state_dict(), name)[1]))
   model = models.get_model(name, 10)
-  init = jax.jit(lambda key: model.init(key, jnp.zeros((1, 32, 32, 3)), train=False))
+  shape = INPUT_SHAPES.get(name, (32, 32, 3))
+  init = jax.jit(lambda key: model.init(key, jnp.zeros((1, *shape)), train=False))
   ours = [_leaves(init(jax.random.key(seed))) for seed in range(DRAWS)]
   assert ours[0].keys() == official[0].keys()
   for leaf in ours[0]:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -97,6 +98,29 @@ def test_loaded_network_gives_the_official_logits(network, images):
   assert not report.unexpected_keys
   assert all(k.startswith('sub_block1.') for k in report.missing_keys)
   np.testing.assert_allclose(_logits(fresh, x, False), want_eval, atol=1e-6, rtol=0)
+
+
+def test_trades_mnist_cnn_gives_the_official_logits():
+  """TRADES' MNIST SmallCNN (no BatchNorm; dropout after fc1): eval logits, training-mode logits without dropout
+  (the official module with drop=0), dropout with a key, and the export."""
+  torch.manual_seed(1)
+  net = nets.TradesMnistSmallCNN()
+  torch.nn.init.normal_(net.classifier.fc3.weight, std=0.1)   # the official init zeroes it: all logits 0
+  torch.nn.init.normal_(net.classifier.fc3.bias, std=0.1)
+  x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+  x_nhwc = jnp.asarray(x.permute(0, 2, 3, 1).numpy())
+  model, variables = interop.load_torch(net.state_dict(), 'trades_mnist_cnn')
+  want = _logits(net, x, False)
+  np.testing.assert_allclose(model.apply(variables, x_nhwc, train=False), want, atol=1e-5, rtol=0)
+  no_dropout = nets.TradesMnistSmallCNN(drop=0.0)
+  no_dropout.load_state_dict(net.state_dict())
+  np.testing.assert_allclose(model.apply(variables, x_nhwc, train=True), _logits(no_dropout, x, True), atol=1e-5,
+                             rtol=0)
+  dropped = model.apply(variables, x_nhwc, train=True, rngs={'dropout': jax.random.key(0)})
+  assert np.abs(dropped - want).max() > 1e-3
+  fresh = nets.TradesMnistSmallCNN()
+  fresh.load_state_dict(interop.to_torch(model, variables))
+  np.testing.assert_allclose(_logits(fresh, x, False), want, atol=1e-6, rtol=0)
 
 
 def test_file_with_wrapper_and_prefix_loads(tmp_path, images):

@@ -2,8 +2,8 @@
 batch and draws (the strategy samples, attack starts and reward restarts) give the same sampled strategies, step
 counts, losses, rewards, target and policy weights and BatchNorm statistics after two steps (LAS-AT updates its
 policy at the second, the others at both, with an LR drop between them); and the official policy network loads.
-Float64 networks, float32 images, as test_search_fat.py explains; target and policy are SmallCNNs of width 8, whose torch
-forwards run on one thread.
+Float64 networks, float32 images, as test_search_fat.py explains; target and policy are SmallCNNs of width 8, whose
+torch forwards run on one thread.
 """
 import jax
 import jax.numpy as jnp

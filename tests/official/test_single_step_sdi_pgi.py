@@ -3,8 +3,8 @@ sdi_pgi.py), step for step: the same weights, batches and draws give the same fi
 perturbations and momenta (PGI), losses, weights and BatchNorm statistics after three optimiser steps; and the
 generator's layout and initialisation are the official module's.
 
-As in test_search_fat.py, both sides compute in float64, the classifier's inputs rounded to float32 as in the official code:
-each method takes the sign of an input gradient, which turns a rounding difference at a near-zero gradient into a
+As in test_search_fat.py, both sides compute in float64, the classifier's inputs rounded to float32 as in the official
+code: each method takes the sign of an input gradient, which turns a rounding difference at a near-zero gradient into a
 2-alpha difference (a float64 input against advjax's float32-rounded one flipped 13 of SDI's 24,576 FGSM signs), and
 Adam's first step turns a gradient error e at a gradient below its epsilon (1e-8) into a weight error of 1e5 e (the
 float32 smoothed labels against float64 ones: 2e-7 in one generator weight).
