@@ -280,7 +280,7 @@ def time_advjax(config, args, mesh):
   state = ts.create_train_state(model, tx, IMAGE_SHAPE, init_key, mesh)
   train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
   batches = random_batches(mesh, config.batch_size, data_key)
-  hparams = methods.hparams(config, 1)
+  hparams = methods.hparams(config, 1, first_step=0)
   sums = step_lib.zero_metrics(config)
 
   start = time.perf_counter()

@@ -5,7 +5,7 @@ r"""FGSM-SDI (Jia et al., TIP 2022, arXiv:2110.05007): a generator proposes each
 
 The official code: generator ([x, sign grad] -> eps tanh, "2 conv + 1 res-block", `One_Layer_Attacker` with its
 initialisation) updated every 20 iterations to maximise LS-CE at the final example (Adam lr 1e-3, weight decay 5e-4,
-never decayed; at batches 0, 20, 40, ... of each epoch, here at steps 0, 20, 40, ... of the run); target in training
+never decayed; at batches 0, 20, 40, ... of each epoch); target in training
 mode throughout, LS-CE with confidence 0.5 (HEAD; 0.9 before commit d54cac6), examples not clipped to [0, 1];
 eps = alpha = 8/255; SGD 0.1, momentum 0.9, weight decay 5e-4, LR /10 at 100/110 and 105/110 of the run; batch 128;
 no normalisation. Per-epoch evaluation as theirs: PGD-10, step 2/255.

@@ -63,7 +63,7 @@ def test_pgi_memory_after_a_shuffled_epoch_and_a_resume(digits, tmp_path):
   state = train.create_state(config, model, tx, images.shape[1:], len(labels), jax.random.key(0), mesh)
   loader = pipeline.Loader(mesh, images, labels, config.batch_size)
   train_step = step_lib.make_train_step(model, tx, config, mesh, jax.random.key(2))
-  hparams, sums = methods.hparams(config, 1), step_lib.zero_metrics(config)
+  hparams, sums = methods.hparams(config, 1, first_step=0), step_lib.zero_metrics(config)
   positions = loader.train_positions(jax.random.key(3), epoch=1)
   assert not np.array_equal(positions, np.arange(len(positions))), 'the epoch should be shuffled'
   for batch in loader.batches(positions, jax.random.key(4)):

@@ -19,7 +19,7 @@ def one_step(config, devices, images, labels, steps=1):
   loader = pipeline.Loader(mesh, images, labels, len(labels), crop_padding=2, flip=True)
   batch = loader.batch(np.arange(len(labels)), jax.random.key(1))
   train_step = step_lib.make_train_step(model, tx, config, mesh, jax.random.key(2))
-  hparams = methods.hparams(config, epoch=8)
+  hparams = methods.hparams(config, epoch=8, first_step=0)
   metrics, history = step_lib.zero_metrics(config), [jax.device_get(state)]
   for _ in range(steps):
     state, metrics = train_step(state, batch, hparams, metrics)

@@ -63,16 +63,20 @@ METHODS = {
 
 
 def hparams(config, epoch, first_step=None):
-  """The epoch's traced settings: the method's schedule, AWP's gamma (zero during its warm-up) and, for an attack in
-  training mode except after each evaluation (`attack.model_mode`, see `step.attack_then_loss_step`), the step of
-  the batch that attacks in eval mode: `first_step`, the train state's step at the epoch's first batch (none in
-  epoch 1)."""
+  """The epoch's traced settings: the method's schedule, AWP's gamma (zero during its warm-up), for an attack in
+  training mode except after each evaluation (`attack.model_mode`, see `step.attack_then_loss_step`) the step of
+  the batch that attacks in eval mode (none in epoch 1), and for FGSM-SDI, whose generator updates count the epoch's
+  batches, the epoch's first step. `first_step`: the train state's step at the epoch's first batch."""
   settings = METHODS[config.method].hparams(config, epoch)
   if config.get('awp') and config.awp.gamma > 0:
     settings['awp_gamma'] = config.awp.gamma if epoch > config.awp.warmup_epochs else 0.0
-  if config.attack.get('model_mode') == 'train_except_after_eval':
-    if first_step is None:
-      raise ValueError("attack.model_mode 'train_except_after_eval' needs the epoch's first step")
+  train_except_after_eval = config.attack.get('model_mode') == 'train_except_after_eval'
+  if first_step is None and (train_except_after_eval or config.method == 'fgsm_sdi'):
+    raise ValueError(f"{config.method}'s settings (attack.model_mode {config.attack.get('model_mode')!r}) need "
+                     'first_step, the step of the epoch\'s first batch')
+  if train_except_after_eval:
     settings['eval_mode_step'] = first_step if epoch > 1 else -1
+  if config.method == 'fgsm_sdi':
+    settings['epoch_first_step'] = first_step
   return settings
 

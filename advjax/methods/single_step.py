@@ -241,8 +241,9 @@ def sdi_init(config, model, input_shape, num_rows):
 
 
 def sdi_perturbation(model, config):
-  """FGSM-SDI's attack for one device, `perturb(state, x, y) -> (delta, generator state, BatchNorm statistics)`:
-  clean CE input gradient g0; every `sdi.generator_every` steps one generator update on -LS-CE at the final example
+  """FGSM-SDI's attack for one device, `perturb(state, x, y, hparams) -> (delta, generator state, BatchNorm
+  statistics)`: clean CE input gradient g0; every `sdi.generator_every` batches of an epoch (from its first, as the
+  official loop's `i % attack_iters == 0`; `hparams['epoch_first_step']`) one generator update on -LS-CE at the final example
   (the generator and the target in training mode); then delta_init = G([x, sign g0]) (the generator in eval mode)
   and one FGSM step, delta = clip(delta_init + clip(alpha sign g, -eps, eps), -eps, eps), g the CE input gradient at
   x + delta_init, unclipped as in the official code (so is x + delta)."""
@@ -268,11 +269,11 @@ def sdi_perturbation(model, config):
     return dict(params=optax.apply_updates(gen['params'], updates), batch_stats=gen_stats,
                 opt_state=opt_state), batch_stats
 
-  def perturb(state, x, y):
+  def perturb(state, x, y, hparams):
     grad, batch_stats = input_gradient(model, state.params, state.batch_stats, x, y, train=attack_train)
     grad_sign = jnp.sign(grad)
     gen, batch_stats = jax.lax.cond(
-        state.step % s.generator_every == 0, update_generator, lambda gen, params, stats, *_: (gen, stats),
+        (state.step - hparams['epoch_first_step']) % s.generator_every == 0, update_generator, lambda gen, params, stats, *_: (gen, stats),
         state.method, state.params, batch_stats, x, y, grad_sign)
     delta_init = generator.apply(dict(params=gen['params'], batch_stats=gen['batch_stats']), x, grad_sign,
                                  train=False)
@@ -288,9 +289,8 @@ def sdi_step(model, tx, config, key):
   perturb, confidence = sdi_perturbation(model, config), config.label_confidence
 
   def step(state, batch, hparams):
-    del hparams
     x, y = batch['image'], batch['label']
-    delta, gen, batch_stats = perturb(state, x, y)
+    delta, gen, batch_stats = perturb(state, x, y, hparams)
 
     def loss_fn(params):
       logits, stats = ts.train_forward(model, params, batch_stats, x + delta)

@@ -149,7 +149,8 @@ def test_generator_starts_from_the_official_distribution():
 
 
 def test_sdi_three_steps_equal_the_official_code():
-  """Generator updates every 2 steps here (steps 0 and 2: the schedule and Adam's second step)."""
+  """Generator updates every 2 batches of an epoch here, over an epoch of one batch and one of two: at steps 0 and 1
+  (batch 0 of each epoch, as the official loop counts; a count over the run would update at steps 0 and 2)."""
   config = load_config('fgsm_sdi', batch_size=BATCH, lr_schedule=((1, 0.1),))
   config.sdi.generator_every = 2
   model, mesh, tx, state, batches, net, optimizer = _setup(config)
@@ -160,18 +161,20 @@ def test_sdi_three_steps_equal_the_official_code():
   optimizer_att = torch.optim.Adam(attacker.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
   train_step = step_lib.make_train_step(model, tx, config, mesh, KEY)
   perturb = single_step.sdi_perturbation(model, config)   # the step's own attack, for its final examples
-  final_examples = jax.jit(jax.shard_map(lambda st, x, y: x + perturb(st, x, y)[0], mesh=mesh,
-                                         in_specs=(ts.specs(state), P(ts.AXIS), P(ts.AXIS)), out_specs=P(ts.AXIS)))
+  final_examples = jax.jit(jax.shard_map(lambda st, x, y, hp: x + perturb(st, x, y, hp)[0], mesh=mesh,
+                                         in_specs=(ts.specs(state), P(ts.AXIS), P(ts.AXIS), P()),
+                                         out_specs=P(ts.AXIS)))
   sums = step_lib.zero_metrics(config)
   epsilon, alpha = official_budget(config.attack.eps), official_budget(config.attack.step_size)
-  for step, batch in enumerate(batches):
-    ours = final_examples(state, batch['image'], batch['label'])
+  for step, (batch, epoch, batch_idx) in enumerate(zip(batches, (1, 2, 2), (0, 0, 1))):
+    hparams = methods.hparams(config, epoch, first_step=step - batch_idx)
+    ours = final_examples(state, batch['image'], batch['label'], hparams)
     x, y, _ = _torch_batch(batch)
     their_adv, their_loss = sdi_pgi.sdi_train_step(
-        net, attacker, optimizer, optimizer_att, x, y, batch_idx=step, factor=config.label_confidence,
+        net, attacker, optimizer, optimizer_att, x, y, batch_idx=batch_idx, factor=config.label_confidence,
         epsilon=epsilon, alpha=alpha, att_num=s.generator_every)
     before = float(sums['loss'])
-    state, sums = train_step(state, batch, methods.hparams(config, 1), sums)
+    state, sums = train_step(state, batch, hparams, sums)
     np.testing.assert_allclose(nchw(ours).numpy(), their_adv.numpy(), atol=1e-5, rtol=0, err_msg=f'step {step}')
     assert (float(sums['loss']) - before) / BATCH == pytest.approx(their_loss, rel=1e-5), step
 
