@@ -55,6 +55,7 @@ RUNS = {   # label: (config file, top-level overrides)
 FAST_RUNS = {   # label: (config file, variant, top-level overrides)
     'FGSM-RS': ('fgsm_rs', None, {}),
     'FGSM-GA': ('fgsm_ga', None, {}),
+    'FGSM-GA, eval-mode attack': ('fgsm_ga', 'eval_attack', {}),
     'Free-AT': ('free_at', None, {}),
     'AT-AWP': ('awp', None, {}),
     'Madry (PGD-10)': ('madry', None, {}),

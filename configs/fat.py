@@ -9,6 +9,8 @@ Paper numbers ("dat" protocol: eps 0.031, FGSM / PGD-20 / CW-30 with step eps/4 
   FAT, eps_train 8/255:  natural 89.34 +- 0.22, FGSM 65.52, PGD-20 46.13 +- 0.05, C&W 46.82.
   FAT, eps_train 16/255: natural 87.00 +- 0.20, FGSM 65.94, PGD-20 49.86 +- 0.33, C&W 48.65.
 On the JPEG copy of CIFAR-10 in shared/data expect the same ballpark, not the decimals.
+The early stop checks each example against its own label, as `earlystop.py` since commit 6e461e0 (2021-01-15); the
+numbers above may predate it: --config.attack.misaligned_labels=True reproduces the earlier check (any FAT config).
 """
 import os
 import sys

@@ -209,7 +209,7 @@ def per_example_pgd(logits_fn, x, y, key, *, eps, step_size, budget, steps, **kw
                            budget=budget, **kwargs)
 
 
-def pgd_k_tau(logits_fn, x, y, key, *, eps, step_size, steps, tau, **kwargs):
+def pgd_k_tau(logits_fn, x, y, key, *, eps, step_size, steps, tau, misaligned_labels=False, **kwargs):
   """Early-stopped PGD-K-tau, FAT's Algorithm 1 as its official code runs it (Zhang et al., ICML 2020).
 
   Each example carries a counter set to tau. Before every step the model checks the current point; a
@@ -220,19 +220,26 @@ def pgd_k_tau(logits_fn, x, y, key, *, eps, step_size, steps, tau, **kwargs):
 
   Args:
     tau: int scalar or (B,) array; may be traced, so a tau schedule does not recompile.
+    misaligned_labels: reproduce `earlystop.py` before commit 6e461e0 (2021-01-15), which checked the example at
+      position i of the shrunken batch of examples still iterating against the label at position i of the input
+      batch (`target[idx]`, not `iter_target[idx]`): the same as the fix until the first example stops.
     **kwargs: as in `early_stopped_pgd` (loss, init, clip_init, noise_std, budget, compact_min_size).
   Returns:
     AttackOutput whose `steps` are the per-example gradient steps taken (summed over a batch: FAT's BP count).
   """
-  def tau_rule(k, counters, examples, x_adv, logits, grad):
+  def tau_rule(k, state, examples, x_adv, logits, grad):
     del k, x_adv, grad
-    misclassified = logits.argmax(-1) != examples['y']
+    counters, iterating = state
+    labels = examples['y']
+    if misaligned_labels:   # the examples still iterating keep their input order, also through the compaction
+      labels = y[jnp.maximum(jnp.cumsum(iterating) - 1, 0)]
+    misclassified = logits.argmax(-1) != labels
     stop = misclassified & (counters == 0)
-    return stop, counters - (misclassified & ~stop)
+    return stop, (counters - (misclassified & ~stop), iterating & ~stop)
 
   counters = jnp.zeros_like(y, jnp.int32) + jnp.asarray(tau, jnp.int32)
   return early_stopped_pgd(logits_fn, x, y, key, eps=eps, step_size=step_size, steps=steps, stop_rule=tau_rule,
-                           rule_state=counters, check_start=True, **kwargs)
+                           rule_state=(counters, counters == counters), check_start=True, **kwargs)
 
 
 def fosc(x_adv, reference, grad, eps):

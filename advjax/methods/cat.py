@@ -4,10 +4,9 @@ Batch mixing (`regularLoss`): at curriculum level k each batch is cut into k + 1
 (part 0 natural, the last part taking the remainder), then one cross-entropy step on the mixed batch. Each part's
 PGD (`PGDAttack.perturb_true`) starts at x + U(-eps, eps), unclipped (`attack.init`, `attack.clip_init`), and
 draws its step size once: `attack.step_size` / j * U(1, 10 / j) (`cat.step_rule='random'`; 'fixed' keeps
-`attack.step_size`). The attack
-sees the model in `attack.model_mode` ('train' as the official code: each of a part's forwards normalises by that
-part's statistics and updates BatchNorm). `cat.batch_mixing=False` attacks every example with PGD-k (FAT's Table 1
-reading of CAT).
+`attack.step_size`). The attack sees the model in `attack.model_mode` ('train' as the official code: each of a
+part's forwards normalises by that part's statistics and updates BatchNorm). `cat.batch_mixing=False` attacks every
+example with PGD-k (FAT's Table 1 reading of CAT).
 
 The parts have static sizes, so the step compiles one branch per level 0..`cat.max_k` and picks the epoch's k
 (`hparams['steps']`, traced) with `lax.switch`. With several devices each device mixes its own shard.

@@ -158,8 +158,10 @@ def pgd_attack(config):
 
 
 def early_stopped_attack(config):
-  """PGD-K-tau (the FAT family), tau from `hparams`."""
-  settings = dict(_attack_settings(config), compact_min_size=config.attack.compact_min_size)
+  """PGD-K-tau (the FAT family), tau from `hparams`; `attack.misaligned_labels`: the pre-2021 `earlystop.py`'s
+  label check (see `attacks.pgd_k_tau`), per device."""
+  settings = dict(_attack_settings(config), compact_min_size=config.attack.compact_min_size,
+                  misaligned_labels=config.attack.get('misaligned_labels', False))
   return lambda logits_fn, x, y, key, hp: attacks.pgd_k_tau(logits_fn, x, y, key, steps=config.attack.steps,
                                                             tau=hp['tau'], **settings)
 

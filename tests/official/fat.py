@@ -10,6 +10,7 @@ bodies, `TRADES_loss`, `MART_loss`; the per-epoch PGD-20 of `eval_robust`), `att
   official code's re-indexing);
 - `.cuda()` dropped; the hard-coded `reshape(-1, 3, 32, 32)` reads the input's shape; the model may compute in a
   wider dtype than the images and iterates (float32, as in the official code): `model(v)` is `model(v.to(dtype))`;
+- `before_6e461e0`: the check as it was before commit 6e461e0 (2021-01-15), `pred[idx] != target[idx]`;
 - it also returns each example's step count and its position in the output (the official code returns only the
   sum, `count`, and the adversarial batch reordered: stopped examples first, in the order they stopped).
 With tau >= K and omega = 0 the loop takes K steps for every example: PGD-K, the AT baseline of FAT's Table 1.
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 
 def earlystop(model, data, target, step_size, epsilon, perturb_steps, tau, start_noise, step_noise, omega=0.0,
-              loss_fn='cent'):
+              loss_fn='cent', before_6e461e0=False):
   model.eval()
   K = perturb_steps
   count = 0
@@ -43,7 +44,7 @@ def earlystop(model, data, target, step_size, epsilon, perturb_steps, tau, start
     pred = output.max(1, keepdim=True)[1]
     output_index, iter_index = [], []
     for idx in range(len(pred)):
-      if pred[idx] != iter_target[idx]:
+      if pred[idx] != (target if before_6e461e0 else iter_target)[idx]:
         if control[idx] == 0:
           output_index.append(idx)
         else:

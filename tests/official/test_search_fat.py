@@ -76,6 +76,28 @@ def test_two_steps_equal_the_official_code(setup, case):
     assert len(np.unique(np.stack(all_steps))) >= 3, all_steps
 
 
+def test_pre_2021_label_check_equals_the_official_code_before_6e461e0(setup):
+  """`attack.misaligned_labels`: FAT's attack as `earlystop.py` ran before commit 6e461e0, through the compaction
+  cascade (8 -> 4 -> 2 examples); on this batch it stops other examples than the fixed check does."""
+  model, _, state, batch = setup
+  config = load_config('fat', tau_schedule=((1, 1),))
+  config.attack.update(misaligned_labels=True, compact_min_size=2)
+  a, host = config.attack, jax.device_get(batch)
+  x, y = jnp.asarray(host['image']), jnp.asarray(host['label'])
+  attack = harness.jitted_attack(model, methods.METHODS['fat'].attack(config), methods.hparams(config, epoch=1))
+  ours = attack(state.variables, x, y, ts.example_keys(KEY, 0, jnp.asarray(host['index'])))
+  start_noise, step_noise = harness.advjax_draws(0, host['index'], x.shape[1:], config)
+  net = harness.official_small_cnn(model, state)
+  run = lambda before: fat.earlystop(net, nchw(x), torch.from_numpy(np.array(y)).long(), a.step_size, a.eps, a.steps,
+                                     1, start_noise, step_noise, omega=a.noise_std, before_6e461e0=before)
+  adv, _, _, origin, _, steps = run(True)
+  their_adv = torch.empty_like(adv)
+  their_adv[origin] = adv
+  np.testing.assert_array_equal(np.asarray(ours.steps), steps.numpy())
+  np.testing.assert_allclose(nchw(ours.x_adv).numpy(), their_adv.numpy(), atol=1e-5, rtol=0)
+  assert not np.array_equal(steps.numpy(), run(False)[-1].numpy())
+
+
 @pytest.mark.parametrize('name', ['fat_trades', 'fat_mart'])
 def test_per_epoch_evaluation_equals_the_official_code(setup, name):
   """The PGD-20 FAT_for_TRADES.py and FAT_for_MART.py evaluate with every epoch: "Madry" start clip01(x + U(-eps,
