@@ -57,8 +57,8 @@ def _check_method_settings(config):
     _one_of('attack.model_mode', config.attack.get('model_mode', 'eval'), ('eval', 'train'))
     per_device = config.batch_size // jax.device_count()
     _require(not config.cat.batch_mixing or per_device >= config.cat.max_k + 1,
-             f'cat.batch_mixing cuts each device\'s batch into up to cat.max_k + 1 = {config.cat.max_k + 1} parts; '
-             f'batch_size per device is {per_device}')
+             f'cat.batch_mixing needs batch_size per device >= cat.max_k + 1 = {config.cat.max_k + 1} (an example '
+             f'per part), got {per_device}')
   if method.hparams is search.fosc_hparams:
     needs('fosc')
     _require(config.fosc.c_max >= 0, f'fosc.c_max must be >= 0, got {config.fosc.c_max}')

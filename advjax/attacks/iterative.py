@@ -239,7 +239,7 @@ def pgd_k_tau(logits_fn, x, y, key, *, eps, step_size, steps, tau, misaligned_la
 
   counters = jnp.zeros_like(y, jnp.int32) + jnp.asarray(tau, jnp.int32)
   return early_stopped_pgd(logits_fn, x, y, key, eps=eps, step_size=step_size, steps=steps, stop_rule=tau_rule,
-                           rule_state=(counters, counters == counters), check_start=True, **kwargs)
+                           rule_state=(counters, jnp.ones_like(y, bool)), check_start=True, **kwargs)
 
 
 def fosc(x_adv, reference, grad, eps):

@@ -7,7 +7,7 @@ These methods (`methods.METHODS`) are three builders, each taking the config:
   model_state))` is the outer loss, where `forward(v, model_state) -> (logits, model_state)` runs the model in
   training mode and threads its BatchNorm state, so a method uses as many forwards, in the order, its official code
   does; `weights` are per-example weights of its mean over the batch (the attack's `loss_weights`: DAT's);
-- `hparams(config, epoch) -> dict` gives the epoch's scheduled attack settings (tau, FOSC threshold, K), passed
+- `hparams(config, epoch) -> dict` gives the epoch's scheduled attack settings (tau, FOSC threshold), passed
   into the jitted step as traced scalars so that a schedule never recompiles.
 """
 import jax
