@@ -6,7 +6,8 @@ As `advtrain_CAT` (sunblaze-ucb/curriculum-adversarial-training-CAT, commit ab58
 at level k each batch is cut into k + 1 parts, part j attacked with PGD-j (batch mixing, `cat.batch_mixing`), each
 part's PGD from x + U(-eps, eps) unclipped, with a step size drawn per part, 0.064 / j * U(1, 10 / j)
 (`cat.step_rule`), eps 0.032; the attack in training mode (each forward on the part's own BatchNorm statistics);
-one cross-entropy step on the mixed batch; Adam, lr 1e-4; batch 200; no normalisation; crop and flip.
+one cross-entropy step on the mixed batch; Adam, lr 1e-4 (the test covers all of these); batch 200, no
+normalisation, crop and flip (read in the script, not tested).
 What is not reproduced:
 - k rises by a rule in the official code: once 10 epochs pass without a better validation accuracy (PGD-k on
   quantised inputs, a 2% split of the training set) and training accuracy exceeds 0.9, training resumes from the best

@@ -29,6 +29,7 @@ class Method(NamedTuple):
   init: Optional[Callable] = None     # (config, model, input_shape, memory_rows) -> key -> (method state, memory)
   extra_metrics: tuple = ()           # metric sums beyond loss, adv_correct, attack_steps, examples
   updates_per_batch: Callable = one_update   # optimiser updates per batch (Free-AT's replays)
+  counts_epoch_batches: bool = False   # its step reads hparams['epoch_first_step'] (FGSM-SDI's generator schedule)
 
 
 def _search(attack, loss, hparams=search.no_hparams, **kwargs):
@@ -54,7 +55,8 @@ METHODS = {
     'fgsm_ga': Method(search.no_hparams, step=single_step.grad_align_step),   # GradAlign (2020)
     'free_at': Method(search.no_hparams, step=single_step.free_step, init=single_step.free_init,   # Free-AT
                       updates_per_batch=single_step.free_updates_per_batch),
-    'fgsm_sdi': Method(search.no_hparams, step=single_step.sdi_step, init=single_step.sdi_init),  # TIP 2022
+    'fgsm_sdi': Method(search.no_hparams, step=single_step.sdi_step, init=single_step.sdi_init,  # TIP 2022
+                       counts_epoch_batches=True),
     'fgsm_pgi': Method(single_step.pgi_hparams, step=single_step.pgi_step, init=single_step.pgi_init),  # ECCV 2022
     'las_at': _las(),            # LAS-AT (Jia et al., CVPR 2022): LS-CE target loss
     'las_trades': _las(),    # LAS-TRADES: TRADES with a per-example beta
@@ -65,18 +67,19 @@ METHODS = {
 def hparams(config, epoch, first_step=None):
   """The epoch's traced settings: the method's schedule, AWP's gamma (zero during its warm-up), for an attack in
   training mode except after each evaluation (`attack.model_mode`, see `step.attack_then_loss_step`) the step of
-  the batch that attacks in eval mode (none in epoch 1), and for FGSM-SDI, whose generator updates count the epoch's
-  batches, the epoch's first step. `first_step`: the train state's step at the epoch's first batch."""
-  settings = METHODS[config.method].hparams(config, epoch)
+  the batch that attacks in eval mode (none in epoch 1), and for a method that counts the epoch's batches
+  (`Method.counts_epoch_batches`: FGSM-SDI's generator updates) the epoch's first step. `first_step`: the train state's step at the epoch's first batch."""
+  method = METHODS[config.method]
+  settings = method.hparams(config, epoch)
   if config.get('awp') and config.awp.gamma > 0:
     settings['awp_gamma'] = config.awp.gamma if epoch > config.awp.warmup_epochs else 0.0
   train_except_after_eval = config.attack.get('model_mode') == 'train_except_after_eval'
-  if first_step is None and (train_except_after_eval or config.method == 'fgsm_sdi'):
+  if first_step is None and (train_except_after_eval or method.counts_epoch_batches):
     raise ValueError(f"{config.method}'s settings (attack.model_mode {config.attack.get('model_mode')!r}) need "
                      'first_step, the step of the epoch\'s first batch')
   if train_except_after_eval:
     settings['eval_mode_step'] = first_step if epoch > 1 else -1
-  if config.method == 'fgsm_sdi':
+  if method.counts_epoch_batches:
     settings['epoch_first_step'] = first_step
   return settings
 

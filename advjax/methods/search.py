@@ -46,16 +46,20 @@ def batch_mean(per_example, weights=None):
   return per_example.mean() if weights is None else (weights * per_example).mean()
 
 
-def madry_loss(config):
-  """Madry et al. (and FAT, DAT, CAT): mean cross-entropy on the adversarial points."""
-  del config
-
+def _mean_at_adversarial(per_example_loss):
+  """The outer loss mean_i(w_i per_example_loss(f(x'_i), y_i)), one training-mode forward at the adversarial points."""
   def loss(forward, model_state, x, x_adv, y, weights=None):
     del x
     logits, model_state = forward(x_adv, model_state)
-    return batch_mean(cross_entropy(logits, y), weights), (logits, model_state)
+    return batch_mean(per_example_loss(logits, y), weights), (logits, model_state)
 
   return loss
+
+
+def madry_loss(config):
+  """Madry et al. (and FAT, CAT): mean cross-entropy on the adversarial points."""
+  del config
+  return _mean_at_adversarial(cross_entropy)
 
 
 def keras_cross_entropy(logits, y):
@@ -69,13 +73,7 @@ def keras_cross_entropy(logits, y):
 def dat_loss(config):
   """DAT: the (optionally weighted, see `fosc_attack`) mean of Keras' CE on the adversarial points."""
   del config
-
-  def loss(forward, model_state, x, x_adv, y, weights=None):
-    del x
-    logits, model_state = forward(x_adv, model_state)
-    return batch_mean(keras_cross_entropy(logits, y), weights), (logits, model_state)
-
-  return loss
+  return _mean_at_adversarial(keras_cross_entropy)
 
 
 FORWARD_ORDERS = ('natural_first', 'adversarial_first')

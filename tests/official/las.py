@@ -3,7 +3,7 @@
 Source: jiaxiaojunQAQ/LAS-AT, commit ee756b7ef7f8f7ca3843d0d4f5659e655ee3242e: LAS_PGD_AT/LAS_AT_train_cifar10.py
 (`select_action`, `attack_pgd`, `train_target_model`, `Attack_policy_batch`, `Get_delta`, `Get_reward`, `train`'s
 loop body), LAS_Trades/LAS_Trades_train_cifar10.py (the same functions for TRADES), LAS_AWP/LAS_AWP_train_cifar10.py
-(the same, `main`'s loop body) with LAS_AWP/utils_awp.py (`AdvWeightPerturb`), and StrategyNet.py
+(the same, `main`'s loop body) with LAS_AWP/utils_awp.py (`AdvWeightPerturb`, as awp.py's), and StrategyNet.py
 (`ResNet_Strategy`). Lines intentionally changed:
 - the draws are injected: `Categorical(probs).sample()` is argmax(logits + gumbel), the Gumbel-max form of
   `jax.random.categorical`, with advjax's noise; every `uniform_` start (the strategy attack's U(-8/255, 8/255), each
@@ -19,7 +19,6 @@ loop body), LAS_Trades/LAS_Trades_train_cifar10.py (the same functions for TRADE
 `ResNet18Strategy` is the official policy network; `SmallCNN` is FAT's SmallCNN at advjax's `small_cnn-<width>`
 widths, and `SmallCNNStrategy` the narrow policy the step tests use (ResNet_Strategy's heads in place of its fc2).
 """
-import collections
 import copy
 
 import torch
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch.distributions import Categorical
 
 from official import nets
+from official.awp import AdvWeightPerturb
 
 # ResNet_Strategy's heads, in its forward's order; LAS-TRADES adds Attack_beta_size.
 HEADS = ('Attack_method', 'Attack_epsilon', 'Attack_iters', 'Attack_step_size', 'Attack_beta_size')
@@ -384,55 +384,9 @@ def las_trades_train_step(curr_step, inputs, targets, target_model, target_optim
   return adv_examples, target_loss.item(), reward, strategy
 
 
-# LAS-AWP (LAS_AWP/LAS_AWP_train_cifar10.py, LAS_AWP/utils_awp.py).
-
-EPS = 1E-20
-
-
-def diff_in_weights(model, proxy):
-  diff_dict = collections.OrderedDict()
-  model_state_dict = model.state_dict()
-  proxy_state_dict = proxy.state_dict()
-  for (old_k, old_w), (new_k, new_w) in zip(model_state_dict.items(), proxy_state_dict.items()):
-    if len(old_w.size()) <= 1:
-      continue
-    if 'weight' in old_k:
-      diff_w = new_w - old_w
-      diff_dict[old_k] = old_w.norm() / (diff_w.norm() + EPS) * diff_w
-  return diff_dict
-
-
-def add_into_weights(model, diff, coeff=1.0):
-  names_in_diff = diff.keys()
-  with torch.no_grad():
-    for name, param in model.named_parameters():
-      if name in names_in_diff:
-        param.add_(coeff * diff[name])
-
-
-class AdvWeightPerturb(object):
-  def __init__(self, model, proxy, proxy_optim, gamma):
-    super(AdvWeightPerturb, self).__init__()
-    self.model = model
-    self.proxy = proxy
-    self.proxy_optim = proxy_optim
-    self.gamma = gamma
-
-  def calc_awp(self, inputs_adv, targets):
-    self.proxy.load_state_dict(self.model.state_dict())
-    self.proxy.train()
-    loss = - F.cross_entropy(self.proxy(inputs_adv.to(_dtype(self.proxy))), targets)
-    self.proxy_optim.zero_grad()
-    loss.backward()
-    self.proxy_optim.step()
-    diff = diff_in_weights(self.model, self.proxy)
-    return diff
-
-  def perturb(self, diff):
-    add_into_weights(self.model, diff, coeff=1.0 * self.gamma)
-
-  def restore(self, diff):
-    add_into_weights(self.model, diff, coeff=-1.0 * self.gamma)
+# LAS-AWP (LAS_AWP/LAS_AWP_train_cifar10.py). Its LAS_AWP/utils_awp.py (`diff_in_weights`, `add_into_weights`,
+# `AdvWeightPerturb`, EPS 1e-20) was transcribed line for line the same as csdongxian/AWP's utils_awp.py (an
+# OrderedDict for a dict, a temporary named): the one transcription in awp.py serves both.
 
 
 def train_target_model_awp(input_batch, y_batch, copy_target_model, proxy, awp_gamma, lr, factor, normalize):
