@@ -11,9 +11,12 @@ PreActResNet-18 (`conv1`, `layer{1..4}.{i}`, `bn`, `linear`: FAT, AWP, FGSM-SDI,
 and RobustBench); FAT's SmallCNN (`block{s}_conv{i}`, `batchnorm{s}_{i}`, `fc1`, `fc2`; fc1's rows permuted from
 PyTorch's NCHW flatten to advjax's NHWC one); FGSM-SDI's generator, `One_Layer_Attacker` (`res_group.{0,1,2,3}`;
 its unused `scale_last` is dropped and not written, so the official module loads an export with `strict=False`);
-LAS-AT's policy (`StrategyNet.py`'s `ResNet_Strategy`): its trunk's layout, the head split into `Attack_epsilon`,
-`Attack_iters`, `Attack_step_size`, `Attack_beta_size` (`las_policy_to_torch`, `load_las_policy`; the one-choice
-`Attack_method` head is dropped on load and written as zeros). Needs torch only to read or write `.pt` files.
+Madry's TF WRN, Free-AT's (`madry_wrn-<depth>-<width>`: modules named as its variable scopes, `init_conv`,
+`unit_{s}_{i}.{init_bn,conv1,bn2,conv2}`, `final_bn`, `logit`, as a PyTorch port would; the official checkpoints are
+TF's); LAS-AT's policy (`StrategyNet.py`'s `ResNet_Strategy`): its trunk's layout, the head split into
+`Attack_epsilon`, `Attack_iters`, `Attack_step_size`, `Attack_beta_size` (`las_policy_to_torch`, `load_las_policy`;
+the one-choice `Attack_method` head is dropped on load and written as zeros). Needs torch only to read or write `.pt`
+files.
 """
 import collections
 import os
@@ -29,7 +32,8 @@ from advjax.models import generator
 
 TORCH_SUFFIXES = ('.pt', '.pth')
 LAYOUTS = ('small_cnn, small_cnn-<width>, trades_mnist_cnn, resnet18, '
-           'preact_resnet18[-kuangliu|-locuslab|-robustbench], wrn-<depth>-<width>, sdi_generator')
+           'preact_resnet18[-kuangliu|-locuslab|-robustbench], wrn-<depth>-<width>, madry_wrn-<depth>-<width>, '
+           'sdi_generator')
 SDI_GENERATOR = 'sdi_generator'   # FGSM-SDI's `One_Layer_Attacker`; load_torch needs its `eps`
 
 
@@ -58,6 +62,8 @@ def _torch_module_name(model, path):
   """The PyTorch module name of the advjax module at `path` (a tuple of flax names)."""
   if isinstance(model, generator.SDIGenerator):
     return _GENERATOR_MODULES[path[0]]
+  if isinstance(model, models.MadryWideResNet):   # named as the official TF variable scopes
+    return '.'.join(path)
   if isinstance(model, models.TradesMnistCNN):   # the official Sequentials' names; `head` is fc3
     if path[0].startswith('conv'):
       return f'feature_extractor.{path[0]}'

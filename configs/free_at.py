@@ -1,6 +1,6 @@
 r"""Free-AT (Shafahi et al., NeurIPS 2019, "Adversarial training for free!"): each batch replayed m = 8 times.
 
-  python -m advjax.main --config=configs/free_at.py          # WRN-32-10, CIFAR-10, 80,000 replayed steps
+  python -m advjax.main --config=configs/free_at.py          # Madry's WRN-32-10, CIFAR-10, 80,000 replayed steps
   python -m advjax.main --config=configs/free_at.py:small    # SmallCNN on a CIFAR-10 subset, minutes on a CPU
 
 The official TF code (ashafahi/free_adv_train c42cac2: `free_train.py`, `config.py`, `free_model.py`): one
@@ -10,7 +10,8 @@ clipped to [0, 1]; eps 8/255; momentum 0.9, batch 128; weight decay 2e-4 as an L
 convolution and fc kernels only (not BatchNorm, not the fc bias); 80,000 replayed steps, LR by TF's
 `piecewise_constant` at boundaries 40,000 and 60,000: the first 40,001 updates at 0.1, the next 20,000 at 0.01, then
 0.001. Each replay counts as an optimiser update for the LR schedule; runs here are whole epochs, 26 of 390 batches
-(81,120 replays).
+(81,120 replays). The network is the official one, Madry's cifar10_challenge WRN-32-10 (`madry_wrn-32-10`:
+per-image standardisation inside, leaky ReLU 0.1, BatchNorm epsilon 1e-3, pooled zero-padded shortcuts).
 Reported (seed slides): m = 8, clean 80.38, AA 42.17.
 """
 import os
@@ -23,6 +24,7 @@ import default  # pylint: disable=g-import-not-at-top
 def get_config(arg=None):
   c = default.base_config()
   c.method = 'free_at'
+  c.model.name = 'madry_wrn-32-10'
   c.num_epochs = 26
   c.attack.update(eps=8 / 255, step_size=8 / 255, steps=1)
   c.free = default.ml_collections.ConfigDict(dict(replays=8, weight_decay=2e-4))

@@ -16,10 +16,10 @@ import jax.numpy as jnp
 
 from advjax.models.cnn import SmallCNN, TinyCNN, TradesMnistCNN
 from advjax.models.resnet import PreActResNet18, ResNet18
-from advjax.models.wide_resnet import WideResNet, blocks_per_stage
+from advjax.models.wide_resnet import MadryWideResNet, WideResNet, blocks_per_stage
 
 __all__ = ['get_model', 'from_config', 'is_known', 'KNOWN_MODELS', 'TinyCNN', 'SmallCNN', 'TradesMnistCNN', 'ResNet18',
-           'PreActResNet18', 'WideResNet']
+           'PreActResNet18', 'WideResNet', 'MadryWideResNet']
 
 # The PreActResNet-18s of the official codes differ (see PreActResNet18); each has its name.
 _FIXED = {'tiny_cnn': TinyCNN, 'small_cnn': SmallCNN, 'trades_mnist_cnn': TradesMnistCNN, 'resnet18': ResNet18,
@@ -27,21 +27,25 @@ _FIXED = {'tiny_cnn': TinyCNN, 'small_cnn': SmallCNN, 'trades_mnist_cnn': Trades
           'preact_resnet18-kuangliu': functools.partial(PreActResNet18, final_bn=False),   # FAT, SDI, PGI, LAS-AT
           'preact_resnet18-locuslab': functools.partial(PreActResNet18, preact_shortcut=False),   # FGSM-RS
           'preact_resnet18-robustbench': functools.partial(PreActResNet18, final_bn=False, preact_shortcut=False)}
-_WRN_NAME = re.compile(r'wrn-(\d+)-(\d+)')
+_WRN_NAME = re.compile(r'(madry_)?wrn-(\d+)-(\d+)')
 _SMALL_CNN_NAME = re.compile(r'small_cnn-([1-9]\d*)')
 
 KNOWN_MODELS = (', '.join(_FIXED) + ', small_cnn-<width> (the paper\'s is 64), '
-                'wrn-<depth>-<width> (depth 6n+4 or 6n+2, e.g. wrn-34-10, wrn-28-10, wrn-58-10, wrn-70-16)')
+                'wrn-<depth>-<width> (depth 6n+4 or 6n+2, e.g. wrn-34-10, wrn-28-10, wrn-58-10, wrn-70-16), '
+                'madry_wrn-<depth>-<width> (Madry\'s TF WRN, Free-AT\'s; depth 6n+2, e.g. madry_wrn-32-10)')
 
 
-def _parse_wrn(name: str) -> tuple[int, int] | None:
-  """(blocks per stage, width) for a valid 'wrn-<depth>-<width>' name, else None."""
+def _parse_wrn(name: str) -> tuple[type[nn.Module], int, int] | None:
+  """(class, blocks per stage, width) for a valid '[madry_]wrn-<depth>-<width>' name, else None."""
   match = _WRN_NAME.fullmatch(name)
   if not match:
     return None
-  depth, width = int(match[1]), int(match[2])
-  blocks = blocks_per_stage(depth)
-  return (blocks, width) if blocks and width > 0 else None
+  madry, depth, width = match[1], int(match[2]), int(match[3])
+  if madry:   # two convolutions per unit, plus the first conv and the fc
+    blocks = (depth - 2) // 6 if depth > 2 and (depth - 2) % 6 == 0 else None
+  else:
+    blocks = blocks_per_stage(depth)
+  return (MadryWideResNet if madry else WideResNet, blocks, width) if blocks and width > 0 else None
 
 
 def is_known(name: str) -> bool:
@@ -72,8 +76,8 @@ def get_model(name: str, num_classes: int, *, bn_axis_name: str | None = None,
   if small := _SMALL_CNN_NAME.fullmatch(name):
     return SmallCNN(width=int(small[1]), **kwargs)
   if wrn := _parse_wrn(name):
-    blocks, width = wrn
-    return WideResNet(blocks=blocks, width=width, **kwargs)
+    cls, blocks, width = wrn
+    return cls(blocks=blocks, width=width, **kwargs)
   raise ValueError(f'Unknown model {name!r}; known models: {KNOWN_MODELS}.')
 
 

@@ -14,6 +14,10 @@ initialisation. Each class is the official one with the unused variants left out
 - TradesMnistSmallCNN: yaodongyu/TRADES, models/small_cnn.py (`SmallCNN`), commit 6e8e11b7c2.
 - WideResNet: yaodongyu/TRADES, models/wideresnet.py, commit 6e8e11b7c2 (FAT's models/wide_resnet.py is the same
   network), with its unused `sub_block1`.
+- MadryWideResNet: ashafahi/free_adv_train, free_model.py (TF 1.x), commit c42cac2, in PyTorch: TF's 'SAME' padding
+  as an explicit pad, `contrib.layers.batch_norm` (decay 0.9, epsilon 1e-3, its fused kernel's unbiased running
+  variance) as BatchNorm2d(momentum=0.1, eps=1e-3), TF's initialisers by their definitions, modules named as the
+  variable scopes. Changed: the input is the [0, 1] image, multiplied by 255 first (the official feeds [0, 255]).
 """
 import collections
 import math
@@ -270,3 +274,81 @@ class TradesMnistSmallCNN(nn.Module):
     features = self.feature_extractor(input)
     logits = self.classifier(features.view(-1, 64 * 4 * 4))
     return logits
+
+
+def _tf_same(x, stride, k=3):
+  """TF's 'SAME' padding of a square input: the total pad split low = total // 2, high = the rest."""
+  total = max((-(-x.shape[-1] // stride) - 1) * stride + k - x.shape[-1], 0)
+  return F.pad(x, (total // 2, total - total // 2) * 2)
+
+
+def _leaky_relu(x, leakiness=0.1):   # the official `_relu`
+  return torch.where(x < 0.0, leakiness * x, x)
+
+
+def _per_image_standardization(image):   # TF 1.x's tf.image.per_image_standardization, on NCHW
+  num_pixels = image[0].numel()
+  image_mean = image.mean(dim=(1, 2, 3), keepdim=True)
+  variance = F.relu(image.square().mean(dim=(1, 2, 3), keepdim=True) - image_mean.square())
+  return (image - image_mean) / torch.clamp(variance.sqrt(), min=1 / math.sqrt(num_pixels))
+
+
+class _TFConv(nn.Conv2d):   # the official `_conv`: no bias, N(0, sqrt(2 / (k * k * out))), 'SAME'
+  def __init__(self, in_filters, out_filters, stride):
+    super().__init__(in_filters, out_filters, 3, stride, padding=0, bias=False)
+    self.weight.data.normal_(0, math.sqrt(2.0 / (3 * 3 * out_filters)))
+
+  def forward(self, x):
+    return super().forward(_tf_same(x, self.stride[0]))
+
+
+class MadryUnit(nn.Module):   # the official `_residual`
+  def __init__(self, in_filter, out_filter, stride, activate_before_residual):
+    super().__init__()
+    self.in_filter, self.out_filter, self.stride = in_filter, out_filter, stride
+    self.activate_before_residual = activate_before_residual
+    self.init_bn = nn.BatchNorm2d(in_filter, eps=1e-3, momentum=0.1)
+    self.conv1 = _TFConv(in_filter, out_filter, stride)
+    self.bn2 = nn.BatchNorm2d(out_filter, eps=1e-3, momentum=0.1)
+    self.conv2 = _TFConv(out_filter, out_filter, 1)
+
+  def forward(self, x):
+    if self.activate_before_residual:
+      x = _leaky_relu(self.init_bn(x))
+      orig_x = x
+    else:
+      orig_x = x
+      x = _leaky_relu(self.init_bn(x))
+    x = self.conv1(x)
+    x = self.conv2(_leaky_relu(self.bn2(x)))
+    if self.in_filter != self.out_filter:
+      orig_x = F.avg_pool2d(orig_x, self.stride, self.stride)
+      pad = (self.out_filter - self.in_filter) // 2
+      orig_x = F.pad(orig_x, (0, 0, 0, 0, pad, pad))
+    return x + orig_x
+
+
+class MadryWideResNet(nn.Module):
+  def __init__(self, units=5, width=10, num_classes=10):
+    super().__init__()
+    filters = [16, 16 * width, 32 * width, 64 * width]
+    self.init_conv = _TFConv(3, 16, 1)
+    for stage, stride in enumerate([1, 2, 2]):
+      for i in range(units):
+        unit = MadryUnit(filters[stage] if i == 0 else filters[stage + 1], filters[stage + 1], stride if i == 0 else 1,
+                         stage == 0 and i == 0)
+        self.add_module(f'unit_{stage + 1}_{i}', unit)
+    self.units = units
+    self.final_bn = nn.BatchNorm2d(filters[3], eps=1e-3, momentum=0.1)
+    self.logit = nn.Linear(filters[3], num_classes)
+    bound = math.sqrt(3 / filters[3])   # uniform_unit_scaling_initializer(factor=1.0); biases constant 0
+    self.logit.weight.data.uniform_(-bound, bound)
+    self.logit.bias.data.zero_()
+
+  def forward(self, x):
+    x = self.init_conv(_per_image_standardization(x * 255))
+    for stage in range(3):
+      for i in range(self.units):
+        x = getattr(self, f'unit_{stage + 1}_{i}')(x)
+    x = _leaky_relu(self.final_bn(x))
+    return self.logit(x.mean(dim=(2, 3)))

@@ -17,6 +17,7 @@ NETWORKS = {
     'preact_resnet18': nets.PreActResNet18,                            # PyTorch's default
     'wrn-10-2': lambda: nets.WideResNet(depth=10, widen_factor=2),     # the WRN code's own loop
     'trades_mnist_cnn': nets.TradesMnistSmallCNN,                      # Kaiming-normal convolutions, last layer zero
+    'madry_wrn-14-2': lambda: nets.MadryWideResNet(units=2, width=2),   # TF's initialisers (Free-AT)
 }
 INPUT_SHAPES = {'trades_mnist_cnn': (28, 28, 1)}   # the others (32, 32, 3)
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from flax import traverse_util
 
-from advjax import data, interop
+from advjax import data, interop, models
+from advjax.methods import single_step
 from helpers import REPO
 from official import nets
 
@@ -45,6 +46,7 @@ NETWORKS = {
         depth=10, widen_factor=2, sub_block1=True)),
     'robustbench_resnet18': ('resnet18', lambda: _robustbench('resnet').ResNet18()),
     'robustbench_preact_resnet18': ('preact_resnet18-robustbench', lambda: _robustbench('resnet').PreActResNet18()),
+    'free_at_madry_wrn': ('madry_wrn-14-2', lambda: nets.MadryWideResNet(units=2, width=2)),   # from TF
 }
 
 
@@ -121,6 +123,26 @@ def test_trades_mnist_cnn_gives_the_official_logits():
   fresh = nets.TradesMnistSmallCNN()
   fresh.load_state_dict(interop.to_torch(model, variables))
   np.testing.assert_allclose(_logits(fresh, x, False), want, atol=1e-6, rtol=0)
+
+
+def test_madry_wrn_standardises_a_constant_image_and_decays_the_official_variables():
+  """Free-AT's network: TF's standardisation floor (a constant image gives 0 / 1/sqrt(3072), not 0 / 0), and
+  `free_step`'s weight decay over exactly the official `_decay`'s 'DW' variables (the convolutions and the fc weight)."""
+  torch.manual_seed(7)
+  net = _trained_looking(nets.MadryWideResNet(units=1, width=1), seed=8)
+  x = torch.cat([torch.full((1, 3, 32, 32), 0.5), torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(9))])
+  model, variables = interop.load_torch(net.state_dict(), 'madry_wrn-8-1')
+  got = model.apply(variables, jnp.asarray(x.permute(0, 2, 3, 1).numpy()), train=False)
+  np.testing.assert_allclose(got, _logits(net, x, False), atol=1e-5, rtol=0)
+  dw = [p for name, p in net.named_parameters() if name.endswith('conv1.weight') or name.endswith('conv2.weight')
+        or name in ('init_conv.weight', 'logit.weight')]
+  want = sum(float(p.detach().double().square().sum()) for p in dw) / 2
+  assert float(single_step.kernel_l2(variables['params'])) == pytest.approx(want, rel=1e-6)
+  # Free-AT's WRN-32-10 has the transcription's parameter count.
+  shapes = jax.eval_shape(lambda: models.get_model('madry_wrn-32-10', 10).init(
+      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  assert sum(leaf.size for leaf in jax.tree.leaves(shapes['params'])) == sum(
+      p.numel() for p in nets.MadryWideResNet().parameters())
 
 
 def test_file_with_wrapper_and_prefix_loads(tmp_path, images):
