@@ -4,7 +4,10 @@ A checkpoint is named by the number of training batches done and holds the train
 of the epoch in progress; with the seed, that fixes the RNG and the data order, so a resumed run continues exactly.
 orbax writes each checkpoint to a temporary directory and renames it when complete, so a run killed mid-write leaves
 no checkpoint under that name (the temporary directory is removed when the run restarts); one that is there but cannot
-be read is moved to `workdir/damaged_checkpoints/` with a warning and the previous one is used.
+be read is moved to `workdir/damaged_checkpoints/` with a warning and the previous one is used. One that can be read
+but does not fit the run's state (another model, method or optimiser) is never touched: `StateMismatch` names the
+first difference. Per-example memories, whose rows are padded to a multiple of the device count, are cut or padded
+to this run's rows, so a run resumes on another device count.
 """
 import os
 import sys
@@ -14,6 +17,46 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+
+class StateMismatch(ValueError):
+  """A readable checkpoint whose train state has other leaves or shapes than this run's."""
+
+
+def _flat(tree):
+  """{'params/conv/kernel': leaf} of a state or of a saved state's metadata, in orbax's own naming."""
+  if not isinstance(tree, dict):
+    tree = ocp.tree.serialize_tree(tree, keep_empty_nodes=True)
+  return {name: leaf for name, leaf in ocp.tree.to_flat_dict(tree, sep='/').items() if hasattr(leaf, 'shape')}
+
+
+def _rows_differ_only(name, saved, wanted):
+  """A per-example memory saved on another device count: the same row shape, another (padded) row count."""
+  return name.startswith('memory/') and saved.shape[1:] == wanted.shape[1:] and saved.dtype == wanted.dtype
+
+
+def _difference(saved, target):
+  """The first difference between a checkpoint's state and `target` that refitting memory rows cannot mend, or ''."""
+  saved, wanted = _flat(saved), _flat(target)
+  for name in sorted(saved.keys() ^ wanted.keys()):
+    return f'{name} is {"in the checkpoint, not in this run" if name in saved else "in this run, not in the checkpoint"}'
+  for name in sorted(wanted):
+    a, b = saved[name], wanted[name]
+    if (tuple(a.shape), a.dtype) != (tuple(b.shape), b.dtype) and not _rows_differ_only(name, a, b):
+      return f'{name} is {a.dtype}{list(a.shape)} there, {b.dtype}{list(b.shape)} here'
+  return ''
+
+
+def _refit_rows(restored, state):
+  """Memory leaves restored at another row count, cut or zero-padded to `state`'s rows (the rows past the examples
+  are padding, never addressed) and sharded as `state`'s."""
+  def refit(leaf, like):
+    if leaf.shape == like.shape:
+      return leaf
+    rows = min(leaf.shape[0], like.shape[0])
+    return jax.jit(lambda v: jnp.zeros(like.shape, like.dtype).at[:rows].set(v[:rows]), out_shardings=like.sharding)(leaf)
+  return restored.replace(memory=jax.tree.map(refit, restored.memory, state.memory))
 
 
 class Checkpointer:
@@ -33,18 +76,32 @@ class Checkpointer:
 
   def restore(self, state, epoch_sums):
     """(state, epoch_sums, batches_done) of the latest readable checkpoint, restored onto `state`'s shapes and
-    shardings; the arguments and 0 if there is none."""
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    shardings; the arguments and 0 if there is none. Raises StateMismatch, touching nothing, if it does not fit."""
     for batches_done in sorted(self._manager.all_steps(), reverse=True):
       try:
-        restored = self._manager.restore(batches_done, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()))
+        saved = self._metadata(batches_done)
       except Exception as e:  # pylint: disable=broad-except   # truncated, missing or garbled files: all the same here
         self._set_aside(batches_done, e)
         continue
+      if difference := _difference(saved, state):
+        raise StateMismatch(f'checkpoint {self.path(batches_done)} does not fit this run ({difference}): resume with '
+                            'the settings it was written with, or use another --workdir')
+      try:
+        restored = self._manager.restore(batches_done, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_target(state, saved)), progress=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except
+        self._set_aside(batches_done, e)
+        continue
       sums = {name: jnp.asarray(restored.progress['epoch_sums'][name], jnp.float32) for name in epoch_sums}
-      return restored.state, sums, batches_done
+      return _refit_rows(restored.state, state), sums, batches_done
     return state, epoch_sums, 0
+
+  def _metadata(self, batches_done):
+    reader = ocp.PyTreeCheckpointHandler()
+    try:
+      return reader.metadata(self.path(batches_done) / 'state').tree
+    finally:
+      reader.close()
 
   def save(self, batches_done, state, epoch_sums):
     """Asynchronous; `epoch_sums` are the metric sums of the epoch in progress (zeros at an epoch's end)."""
@@ -68,6 +125,22 @@ class Checkpointer:
         aside.rmtree()
       self.path(batches_done).rename(aside)
     self._manager.reload()
+
+
+def _target(state, saved):
+  """What to restore `state` onto: its own shapes and shardings, except memory leaves saved with another row count,
+  read whole (replicated) at their saved shape for `_refit_rows`."""
+  saved = _flat(saved)
+
+  def leaf(path, value):
+    like = ocp.utils.to_shape_dtype_struct(value)
+    stored = saved['memory/' + '/'.join(str(k.key) for k in path)]
+    if tuple(stored.shape) == value.shape:
+      return like
+    return jax.ShapeDtypeStruct(tuple(stored.shape), value.dtype, sharding=NamedSharding(value.sharding.mesh, P()))
+
+  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  return target.replace(memory=jax.tree_util.tree_map_with_path(leaf, state.memory))
 
 
 def _absolute(workdir):

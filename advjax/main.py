@@ -86,7 +86,7 @@ def main(argv):
   xla_flags.apply()   # before anything starts a backend
   initialize_distributed()
   logging.set_verbosity(logging.WARNING)   # orbax narrates every save at INFO
-  from advjax import data, evaluate, interop, train, validation  # pylint: disable=g-import-not-at-top
+  from advjax import checkpoint, data, evaluate, interop, train, validation  # pylint: disable=g-import-not-at-top
   evaluating = 'checkpoint' in config   # configs/eval.py
   workdir = _WORKDIR.value or default_workdir()
   try:
@@ -106,6 +106,8 @@ def main(argv):
   try:
     train.train_and_evaluate(config, workdir)
   except data.DataError as e:   # found while reading the files, before anything is compiled or written
+    fail(str(e))
+  except checkpoint.StateMismatch as e:   # found before training: the checkpoints are left as they are
     fail(str(e))
   except train.NonFiniteError as e:
     print(f'advjax: error: {e}', file=sys.stderr)

@@ -2,10 +2,13 @@
 process 0 only."""
 import json
 import os
+import sys
 import time
 
 import jax
 from etils import epath
+
+METRICS_FILE = 'metrics.jsonl'
 
 
 def log(message):
@@ -13,33 +16,73 @@ def log(message):
     print(message, flush=True)
 
 
+def read_records(workdir):
+  """(records, cut): the per-epoch records of `workdir/metrics.jsonl`, and whether its last line was cut (a kill
+  while it was appended; that line is left out). A file that is not there gives no records."""
+  path = epath.Path(workdir) / METRICS_FILE
+  lines = path.read_text().split('\n') if path.exists() else ['']
+  records = [json.loads(line) for line in lines[:-1]]
+  try:   # the text after the last newline: empty, or a line cut by a kill (complete only if it parses)
+    records += [json.loads(lines[-1])] if lines[-1] else []
+    cut = False
+  except json.JSONDecodeError:
+    cut = True
+  return records, cut
+
+
 class Writer:
-  """Per-epoch records, written by process 0: `workdir/metrics.jsonl`, one JSON object per line, and TensorBoard
-  event files in `workdir/tensorboard` (tensorboardX: no TensorFlow needed). The workdir may be a gs:// path
-  (objects there cannot be appended to, so the JSON file is rewritten whole: a few kB per epoch)."""
+  """Per-epoch records, written by process 0: `workdir/metrics.jsonl`, one JSON object per line appended and flushed
+  per epoch, and TensorBoard event files in `workdir/tensorboard` (tensorboardX: no TensorFlow needed), rewritten from
+  the kept records on each (re)start so that a redone epoch has one entry. On gs:// (objects cannot be appended to)
+  the JSON file is rewritten whole, which is atomic there."""
 
   def __init__(self, workdir):
-    self.path = epath.Path(workdir) / 'metrics.jsonl'
+    self._workdir = epath.Path(workdir)
+    self.path = self._workdir / METRICS_FILE
     self._tensorboard = None
-    if jax.process_index() == 0:
-      import tensorboardX  # pylint: disable=g-import-not-at-top  # here: it imports PyTorch where that is installed
-      self._tensorboard = tensorboardX.SummaryWriter(os.fspath(epath.Path(workdir) / 'tensorboard'))
 
-  def _lines(self):
-    return self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
-
-  def drop_after(self, epoch):
-    """Forgets records of epochs after `epoch`: a run killed before its checkpoint redoes those epochs."""
-    if jax.process_index() == 0 and self.path.exists():
-      self.path.write_text(''.join(line for line in self._lines() if json.loads(line)['epoch'] <= epoch))
+  def start(self, last_epoch):
+    """Keeps the records of epochs up to `last_epoch` (a run killed before its checkpoint redoes the later ones),
+    drops a cut last line with a warning, and rewrites TensorBoard's events from the records kept."""
+    if jax.process_index() != 0:
+      return
+    records, cut = read_records(self._workdir)
+    if cut:
+      print(f'advjax: warning: the last line of {self.path} was cut (a kill while it was written); dropped, its '
+            'epoch is redone', file=sys.stderr, flush=True)
+    kept = [record for record in records if record['epoch'] <= last_epoch]
+    text = ''.join(json.dumps(record) + '\n' for record in kept)
+    if (self.path.read_text() if self.path.exists() else '') != text:
+      temporary = self.path.with_name(METRICS_FILE + '.tmp')
+      temporary.write_text(text)
+      temporary.replace(self.path)   # atomic: a kill leaves the old file or the new one
+    import tensorboardX  # pylint: disable=g-import-not-at-top  # here: it imports PyTorch where that is installed
+    events = self._workdir / 'tensorboard'
+    if events.exists():
+      events.rmtree()
+    self._tensorboard = tensorboardX.SummaryWriter(os.fspath(events))
+    for record in kept:
+      self._add_scalars(record)
+    self._tensorboard.flush()
 
   def write(self, record):
-    if jax.process_index() == 0:
-      self.path.write_text(''.join(self._lines()) + json.dumps(record) + '\n')
-      for name, value in record.items():
-        if name != 'epoch' and isinstance(value, (int, float)):
-          self._tensorboard.add_scalar(name, value, record['epoch'])
-      self._tensorboard.flush()
+    if jax.process_index() != 0:
+      return
+    line = json.dumps(record) + '\n'
+    if '://' in os.fspath(self.path):
+      self.path.write_text((self.path.read_text() if self.path.exists() else '') + line)
+    else:
+      with open(self.path, 'a') as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    self._add_scalars(record)
+    self._tensorboard.flush()
+
+  def _add_scalars(self, record):
+    for name, value in record.items():
+      if name != 'epoch' and isinstance(value, (int, float)):
+        self._tensorboard.add_scalar(name, value, record['epoch'])
 
   def close(self):
     if self._tensorboard:

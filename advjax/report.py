@@ -16,6 +16,8 @@ import os
 import re
 import sys
 
+from advjax import metrics
+
 
 def _order(attack):
   """natural, FGSM, PGD-k by k, CW-k by k, then the rest as found, AA last."""
@@ -33,8 +35,7 @@ def load_run(workdir):
   """dict(name, method, eps, epochs (the metrics lines), accuracy {attack: %}, per_epoch_only) of one workdir."""
   with open(os.path.join(workdir, 'config.json')) as f:
     config = json.load(f)
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    epochs = [json.loads(line) for line in f]
+  epochs = metrics.read_records(workdir)[0]   # a cut last line (a run being written) left out
   accuracy = {}
   for path in sorted(glob.glob(os.path.join(workdir, 'eval_*.json'))):
     with open(path) as f:

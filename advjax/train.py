@@ -140,9 +140,6 @@ def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming from its last checkpoint; returns the final state and evaluation (None
   when preempted: the state is checkpointed and rerunning the same command resumes)."""
   dataset = data.load(config.data)   # before anything is written: bad data (data.DataError) leaves no trace
-  if jax.process_index() == 0:
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)   # a local path or gs://
-    (epath.Path(workdir) / 'config.json').write_text(config.to_json(indent=2))
   mesh = ts.make_mesh()
   train_loader, test_loader = make_loaders(config, dataset, mesh)
   steps_per_epoch = train_loader.batches_per_epoch
@@ -156,13 +153,15 @@ def train_and_evaluate(config, workdir):
               f'{jax.process_count()} process(es), {steps_per_epoch} steps per epoch.')
   del dataset   # each process keeps only its shards, in the loaders
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
-  state, sums, first_epoch, skip = resume(ckpt, state, config, steps_per_epoch, workdir)
+  state, sums, first_epoch, skip = resume(ckpt, state, config, steps_per_epoch, workdir)   # or StateMismatch
+  if jax.process_index() == 0:   # once the checkpoints are known to fit: they keep the config they were written with
+    (epath.Path(workdir) / 'config.json').write_text(config.to_json(indent=2))
   replicated = NamedSharding(mesh, P())   # the metric sums, placed as the step returns them: it compiles once
   sums = jax.device_put(sums, replicated)
   train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
   eval_step = step_lib.make_eval_step(model, config, mesh, eval_key)
   writer = metrics.Writer(workdir)
-  writer.drop_after(first_epoch - 1)
+  writer.start(last_epoch=first_epoch - 1)
   progress = metrics.Progress(config.num_epochs * steps_per_epoch)
 
   evaluation, preempted = None, None

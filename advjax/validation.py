@@ -1,7 +1,9 @@
 """Checks a config before anything is compiled: each problem is one line saying what is wrong and what is allowed."""
 import importlib.util
 import json
+import math
 import os
+from typing import NamedTuple
 
 import jax
 import ml_collections
@@ -22,21 +24,83 @@ def _require(ok, message):
     raise ConfigError(message)
 
 
+class Range(NamedTuple):
+  """The finite numbers from `low` to `high` (None: unbounded), each end open or closed; integers within int32."""
+  low: float
+  high: float | None = None
+  open_low: bool = False
+  open_high: bool = False
+  note: str = ''
+
+  def __contains__(self, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+      return False
+    if isinstance(value, int) and abs(value) >= 2**31:   # counts and seeds become int32 on the devices
+      return False
+    above = value > self.low if self.open_low else value >= self.low
+    below = self.high is None or (value < self.high if self.open_high else value <= self.high)
+    return above and below
+
+  def __str__(self):
+    if self.high is None:
+      text = f'>= {self.low:g}' if not self.open_low else f'> {self.low:g}'
+    else:
+      text = f'in {"(" if self.open_low else "["}{self.low:g}, {self.high:g}{")" if self.open_high else "]"}'
+    return text + (f' ({self.note})' if self.note else '')
+
+
+UNIT, RATE, AT_LEAST_0, AT_LEAST_1 = Range(0, 1), Range(0, 1, open_high=True), Range(0), Range(1)
+# Every numeric field a training config may have (each is checked where the config has it). Budgets and step sizes
+# are in the pixel units of images in [0, 1]; rates average, so 1 would never move.
+RANGES = {
+    **dict.fromkeys(('attack.eps', 'attack.step_size', 'attack.noise_std', 'eval.eps', 'eval.step_size',
+                     'las.reward_eps', 'las.reward_step_size', 'las.start_eps'), UNIT),
+    'las.train_eps_clip': Range(0, 1, note='0: none'),
+    'optimizer.momentum': RATE, 'las.policy_momentum': RATE, 'ema_decay': Range(0, 1, open_high=True, note='0: no EMA'),
+    'pgi.momentum': UNIT,
+    'label_confidence': Range(0, 1, open_low=True, note='1: plain CE'),
+    'las.lookahead_label_confidence': Range(0, 1, open_low=True, note='1: plain CE'),
+    **dict.fromkeys(('batch_size', 'eval.batch_size', 'attack.steps', 'eval.steps', 'eval.restarts', 'num_epochs',
+                     'checkpoint_keep', 'free.replays',
+                     'sdi.generator_every', 'las.policy_every', 'las.reward_steps', 'las.reward_restarts',
+                     'fosc.decay_epochs'), AT_LEAST_1),
+    **dict.fromkeys(('beta', 'attack.kappa', 'eval.kappa', 'optimizer.weight_decay', 'free.weight_decay',
+                     'sdi.weight_decay', 'sdi.learning_rate', 'las.policy_lr', 'las.policy_weight_decay',
+                     'las.policy_clip', 'las.accuracy_reward_clip', 'las.loss_reward_clip', 'las.clean_reward',
+                     'las.robust_reward', 'grad_align.weight', 'pgi.reg_weight', 'fosc.c_max', 'awp.warmup_epochs',
+                     'cat.max_k', 'data.crop_padding', 'seed', 'data.seed', 'log_every_steps'), AT_LEAST_0),
+    'awp.gamma': Range(0, note='0: no AWP'),
+    'pgi.reset_every': Range(0, note='0: never'),
+    'attack.compact_min_size': Range(0, note='0: no compaction'),
+    'optimizer.keras_time_decay': Range(0, note='0: none'),
+}
+ALL_OR_COUNT = ('data.num_train', 'data.num_test', 'eval.num_examples')   # -1: all
+
+
+def _check_ranges(config):
+  for name, allowed in RANGES.items():
+    value = _field(config, name)
+    _require(value is None or value in allowed, f'{name} must be {allowed}, got {value!r}')
+  for name in ALL_OR_COUNT:
+    value = _field(config, name)
+    _require(value is None or value == -1 or value in AT_LEAST_1, f'{name} must be -1 (all) or >= 1, got {value!r}')
+
+
 def _check_schedule(name, schedule, lowest=None, highest=None):
-  _require(len(schedule) > 0 and all(len(entry) == 2 for entry in schedule),
+  _require(isinstance(schedule, (tuple, list)) and len(schedule) > 0 and all(
+      isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], int) for entry in schedule),
            f'{name} must be ((first_epoch, value), ...), got {schedule!r}')
   starts = [start for start, _ in schedule]
   _require(starts[0] == 1 and starts == sorted(set(starts)),
            f'{name} must start at epoch 1 with increasing epochs, got epochs {starts}')
   for _, value in schedule:
+    _require(isinstance(value, (int, float)) and math.isfinite(value), f'{name} values must be finite numbers, got '
+             f'{value!r}')
     _require(lowest is None or value >= lowest, f'{name} values must be >= {lowest}, got {value}')
     _require(highest is None or value <= highest, f'{name} values must be <= {highest}, got {value}')
 
 
 def _check_attack(name, a):
-  _require(a.eps >= 0, f'{name}.eps must be >= 0, got {a.eps}')
-  _require(a.step_size >= 0, f'{name}.step_size must be >= 0, got {a.step_size}')
-  _require(a.steps >= 1, f'{name}.steps must be >= 1, got {a.steps}')
   _require(a.init in ATTACK_INITS, f'{name}.init must be one of {", ".join(ATTACK_INITS)}; got {a.init!r}')
   _require(a.loss in ATTACK_LOSSES, f'{name}.loss must be one of {", ".join(ATTACK_LOSSES)}; got {a.loss!r}')
 
@@ -51,7 +115,6 @@ def _check_method_settings(config):
   if config.method == 'cat':
     needs('steps_schedule')
     needs('cat')
-    _require(config.cat.max_k >= 0, f'cat.max_k must be >= 0, got {config.cat.max_k}')
     _check_schedule('steps_schedule', config.steps_schedule, lowest=0, highest=config.cat.max_k)
     _one_of('cat.step_rule', config.cat.step_rule, ('random', 'fixed'))
     _one_of('attack.model_mode', config.attack.get('model_mode', 'eval'), ('eval', 'train'))
@@ -61,8 +124,6 @@ def _check_method_settings(config):
              f'per part), got {per_device}')
   if method.hparams is search.fosc_hparams:
     needs('fosc')
-    _require(config.fosc.c_max >= 0, f'fosc.c_max must be >= 0, got {config.fosc.c_max}')
-    _require(config.fosc.decay_epochs >= 1, f'fosc.decay_epochs must be >= 1, got {config.fosc.decay_epochs}')
     _require(config.fosc.reference in ('clean', 'start'),
              f"fosc.reference must be 'clean' or 'start', got {config.fosc.reference!r}")
   if method.attack is not None:
@@ -72,7 +133,6 @@ def _check_method_settings(config):
              f"attack.model_mode {mode!r} needs a PGD attack (madry, trades, mart), not {config.method!r}'s")
   if method.loss in (search.trades_loss, search.mart_loss):
     needs('beta')
-    _require(config.beta >= 0, f'beta must be >= 0, got {config.beta}')
   _check_fast_and_learned(config)
   _require(config.get('trades_forwards', 2) in (2, 3),
            f'trades_forwards must be 2 or 3, got {config.get("trades_forwards")}')
@@ -83,8 +143,6 @@ def _check_method_settings(config):
 def _check_optimizer(o):
   _one_of('optimizer.name', o.get('name', 'sgd'), ('sgd', 'adam'))
   _one_of('optimizer.weight_decay_on', o.get('weight_decay_on', 'all'), ('all', 'kernels'))
-  _require(o.get('keras_time_decay', 0.0) >= 0,
-           f'optimizer.keras_time_decay must be >= 0 (0: none), got {o.get("keras_time_decay")}')
 
 
 def _one_of(name, value, allowed):
@@ -95,11 +153,7 @@ def _check_fast_and_learned(config):
   """The settings of the single-step and learned-strategy methods (`single_step`, `las_at`) and of AWP."""
   method = config.method
   needs = lambda field: _require(field in config, f'method {method!r} needs config.{field}')
-  _require(0 < config.get('label_confidence', 1.0) <= 1,
-           f'label_confidence must be in (0, 1] (1: plain CE), got {config.get("label_confidence")}')
   if 'awp' in config:
-    _require(config.awp.gamma >= 0, f'awp.gamma must be >= 0 (0: no AWP), got {config.awp.gamma}')
-    _require(config.awp.warmup_epochs >= 0, f'awp.warmup_epochs must be >= 0, got {config.awp.warmup_epochs}')
     _require(config.awp.gamma == 0 or method not in ('fgsm_rs', 'fgsm_ga', 'free_at', 'fgsm_sdi', 'fgsm_pgi'),
              f'awp.gamma > 0 applies to the search-based methods and LAS-AT, not {method!r}')
   if method == 'fgsm_rs':
@@ -108,35 +162,26 @@ def _check_fast_and_learned(config):
     _one_of('attack.model_mode', config.attack.get('model_mode', 'train'), ('train', 'eval'))
   if method == 'fgsm_ga':
     needs('grad_align')
-    _require(config.grad_align.weight >= 0, f'grad_align.weight must be >= 0, got {config.grad_align.weight}')
   if method == 'free_at':
     needs('free')
-    _require(config.free.replays >= 1, f'free.replays must be >= 1, got {config.free.replays}')
-    _require(config.free.get('weight_decay', 0.0) >= 0,
-             f'free.weight_decay must be >= 0, got {config.free.get("weight_decay")}')
   if method == 'fgsm_sdi':
     needs('sdi')
-    _require(config.sdi.generator_every >= 1, f'sdi.generator_every must be >= 1, got {config.sdi.generator_every}')
   if method == 'fgsm_pgi':
     needs('pgi')
     _one_of('pgi.prior', config.pgi.prior, ('bp', 'ep', 'mep'))
     _one_of('pgi.momentum_input', config.pgi.momentum_input, ('sign', 'l1'))
     _one_of('pgi.reg_reduction', config.pgi.reg_reduction, ('sum_classes', 'mean_classes'))
-    _require(config.pgi.reg_weight >= 0, f'pgi.reg_weight must be >= 0, got {config.pgi.reg_weight}')
     _one_of('pgi.start', config.pgi.start, ('vertex', 'uniform'))
-    _require(config.pgi.reset_every >= 0, f'pgi.reset_every must be >= 0, got {config.pgi.reset_every}')
   if method.startswith('las_'):
     needs('las')
     l = config.las
     _require(models.is_known(l.policy_model), f'unknown las.policy_model {l.policy_model!r}; choose one of '
              f'{models.KNOWN_MODELS}')
     heads = ('eps', 'step', 'steps') + (('beta',) if method == 'las_trades' else ())
-    for head in heads:
-      choices = l[f'{head}_choices']
-      _require(len(choices) > 0 and min(choices) > 0, f'las.{head}_choices must be non-empty and positive, got '
-               f'{tuple(choices)}')
-    _require(l.policy_every >= 1, f'las.policy_every must be >= 1, got {l.policy_every}')
-    _require(l.reward_restarts >= 1, f'las.reward_restarts must be >= 1, got {l.reward_restarts}')
+    for head in ('eps', 'step', 'steps', 'beta'):
+      choices = l.get(f'{head}_choices', ())
+      _require((len(choices) > 0 or head not in heads) and all(c in Range(0, open_low=True) for c in choices),
+               f'las.{head}_choices must be {"non-empty and " if head in heads else ""}positive, got {tuple(choices)}')
 
 
 def check(config):
@@ -151,14 +196,13 @@ def check(config):
            'model.mean and model.std must have the same length (empty for no normalisation)')
   _require(config.bn_stats in ('global', 'per_device'),
            f"bn_stats must be 'global' or 'per_device', got {config.bn_stats!r}")
-  _require(config.num_epochs >= 1, f'num_epochs must be >= 1, got {config.num_epochs}')
+  _require(all(v in Range(0, open_low=True) for v in config.model.std), f'model.std values must be > 0, got '
+           f'{tuple(config.model.std)}')
+  _require(all(v in Range(-1, 1) for v in config.model.mean), f'model.mean values must be in [-1, 1], got '
+           f'{tuple(config.model.mean)}')
+  _check_ranges(config)
   _check_attack('attack', config.attack)
   _check_attack('eval', config.eval)
-  _require(config.eval.restarts >= 1, f'eval.restarts must be >= 1, got {config.eval.restarts}')
-  _require(config.attack.compact_min_size >= 0,
-           f'attack.compact_min_size must be >= 0 (0: no compaction), got {config.attack.compact_min_size}')
-  _require(0 <= config.ema_decay < 1, f'ema_decay must be in [0, 1) (0: no EMA), got {config.ema_decay}')
-  _require(config.attack.noise_std >= 0, f'attack.noise_std must be >= 0, got {config.attack.noise_std}')
   _check_schedule('lr_schedule', config.lr_schedule, lowest=0)
   _one_of('lr_interpolation', config.lr_interpolation, ('constant', 'linear'))
   _check_optimizer(config.optimizer)
@@ -174,7 +218,9 @@ def check(config):
 
 
 # What fixes the shapes of a run's train state: a checkpoint written under other values cannot be resumed.
-STATE_FIELDS = ('method', 'model.name', 'data.source', 'data.name', 'data.num_train', 'batch_size')
+# The device count is not among them: per-example memories are refitted on restore (`checkpoint._refit_rows`).
+STATE_FIELDS = ('method', 'model.name', 'data.source', 'data.name', 'data.num_train', 'batch_size', 'optimizer.name',
+                'pgi.prior', 'las.policy_model')
 
 
 def _field(config, dotted):
@@ -214,6 +260,12 @@ def check_evaluation(config):
     _require(os.path.isfile(settings), f'{settings} not found: --config.checkpoint must be a training workdir')
     _require(checkpoint.finished_steps(config.checkpoint),
              f'no checkpoint in {os.path.join(config.checkpoint, "checkpoints")}')
+  for name in ('eps', 'step_size'):   # -1: the protocol's
+    _require(config[name] == -1 or config[name] in Range(0, 1, open_low=True),
+             f'{name} must be -1 (the protocol\'s) or in (0, 1], got {config[name]!r}')
+  _require(config.num_examples == -1 or config.num_examples in AT_LEAST_1,
+           f'num_examples must be -1 (all) or >= 1, got {config.num_examples!r}')
+  _require(config.seed in AT_LEAST_0, f'seed must be >= 0, got {config.seed!r}')
   _require(config.protocol in evaluate.PROTOCOLS,
            f'unknown protocol {config.protocol!r}; choose one of {", ".join(evaluate.PROTOCOLS)}')
   if config.protocol == 'custom':

@@ -1,4 +1,4 @@
-"""Shared test utilities: configs by name, and a tanh MLP with a hand-written input gradient."""
+"""Shared test utilities: configs by name, TensorBoard events, and a tanh MLP with a hand-written input gradient."""
 import importlib.util
 import os
 
@@ -16,6 +16,21 @@ def load_config(name, variant=None, **overrides):
   config = module.get_config() if variant is None else module.get_config(variant)
   config.update(overrides)
   return config
+
+
+def tensorboard_scalars(folder):
+  """{tag: [(step, value), ...]} from the TFRecord event files in `folder`, read with tensorboardX's protos."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  scalars = {}
+  for path in sorted(folder.iterdir()):
+    data = path.read_bytes()
+    while data:
+      length = int.from_bytes(data[:8], 'little')   # record: length, its CRC, the event, its CRC
+      event = event_pb2.Event.FromString(data[12:12 + length])
+      data = data[16 + length:]
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
 
 
 D, H, C = 12, 16, 4   # MLP input dims, hidden units, classes

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from advjax import checkpoint
-from helpers import REPO
+from helpers import REPO, tensorboard_scalars
 
 QUICKSTART = os.path.join(REPO, 'configs', 'quickstart.py')
 
 
-def advjax(*args, cwd=REPO, **popen):
+def advjax(*args, cwd=REPO, env=None, **popen):
   command = [sys.executable, '-m', 'advjax.main', *args]
-  env = dict(os.environ, PYTHONPATH=REPO)
+  env = dict(os.environ, PYTHONPATH=REPO, **(env or {}))
   return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           **popen)
 
@@ -30,7 +30,10 @@ def advjax(*args, cwd=REPO, **popen):
     (['--config.method=bogus'], "unknown method 'bogus'; choose one of madry, fat"),
     (['--config.model.name=wrn-33-10'], "unknown model 'wrn-33-10'; choose one of tiny_cnn"),
     (['--config.data.source=lmdb'], "unknown config.data.source 'lmdb'; expected one of digits, idx, image_folder, tfds"),
-    (['--config.attack.eps=-0.1'], 'attack.eps must be >= 0, got -0.1'),
+    (['--config.attack.eps=-0.1'], 'attack.eps must be in [0, 1], got -0.1'),
+    (['--config.eval.eps=2'], 'eval.eps must be in [0, 1], got 2.0'),
+    (['--config.optimizer.momentum=1.5'], 'optimizer.momentum must be in [0, 1), got 1.5'),
+    (['--config.data.crop_padding=-2'], 'data.crop_padding must be >= 0, got -2'),
     (['--config.tau_schedule=((1, 0), (3, 11))'], 'tau_schedule values must be <= 10, got 11'),
     (['--config.data.source=idx', '--config.data.name=mnist', '--config.data.data_dir=/nowhere'], '/nowhere/mnist'),
     (['--config.batch_size=3'], 'batch_size must be a positive multiple of the device count (2), got 3'),
@@ -143,6 +146,30 @@ def test_a_workdir_of_another_model_exits_2_and_keeps_its_files(straight_quickst
   assert run.returncode == 2 and len(err.strip().splitlines()) == 1, err
   assert f"{workdir} holds checkpoints of a run with model.name 'tiny_cnn', not 'small_cnn'" in err, err
   assert {path: path.read_bytes() for path in workdir.rglob('*') if path.is_file()} == before
+
+  # A config.json that does not describe its checkpoints: the restore finds the misfit, and still touches nothing.
+  settings = workdir / 'config.json'
+  settings.write_text(json.dumps(dict(json.loads(settings.read_text()), model=dict(name='small_cnn'))))
+  before = {path: path.read_bytes() for path in workdir.rglob('*') if path.is_file()}
+  run = advjax(f'--config={QUICKSTART}', f'--workdir={workdir}', '--config.model.name=small_cnn')
+  _, err = run.communicate(timeout=120)
+  assert run.returncode == 2 and len(err.strip().splitlines()) == 1, err
+  assert re.search(r'checkpoint .*/checkpoints/66 does not fit this run \(batch_stats/bn0/mean is '
+                   r'in the checkpoint, not in this run\)', err), err
+  assert {path: path.read_bytes() for path in workdir.rglob('*') if path.is_file()} == before
+
+
+def test_a_run_with_per_example_memory_resumes_on_another_device_count(tmp_path):
+  """FGSM-PGI's memory has 1438 rows on 2 devices, 1437 on 1: the run moves on, its checkpoints kept."""
+  pgi = ['--config=configs/fgsm_pgi.py:digits,ep', f'--workdir={tmp_path}']
+  first = advjax(*pgi, '--config.num_epochs=1')
+  assert first.wait(timeout=300) == 0, first.stderr.read()
+  moved = advjax(*pgi, '--config.num_epochs=2', env=dict(XLA_FLAGS='--xla_force_host_platform_device_count=1'))
+  out, err = moved.communicate(timeout=300)
+  assert moved.returncode == 0, err
+  assert '1 device(s)' in out and f'Resuming from the checkpoint of epoch 1 in {tmp_path}' in out, out
+  assert checkpoint.finished_steps(tmp_path) == [22, 44] and not (tmp_path / 'damaged_checkpoints').exists()
+  assert [record['epoch'] for record in metrics_of(tmp_path)] == [1, 2]
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(straight_quickstart, tmp_path):
@@ -321,21 +348,6 @@ def test_invalid_eval_config_exits_2(args, message):
   run = advjax('--config=configs/eval.py', *args)
   _, err = run.communicate(timeout=60)
   assert run.returncode == 2 and len(err.strip().splitlines()) == 1 and message in err, err
-
-
-def tensorboard_scalars(folder):
-  """{tag: [(step, value), ...]} from the TFRecord event files in `folder`, read with tensorboardX's protos."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  scalars = {}
-  for path in sorted(folder.iterdir()):
-    data = path.read_bytes()
-    while data:
-      length = int.from_bytes(data[:8], 'little')   # record: length, its CRC, the event, its CRC
-      event = event_pb2.Event.FromString(data[12:12 + length])
-      data = data[16 + length:]
-      for value in event.summary.value:
-        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-  return scalars
 
 
 def test_tensorboard_events_and_the_report_of_runs(straight_quickstart, tmp_path):
