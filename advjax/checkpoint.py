@@ -9,7 +9,9 @@ but does not fit the run's state (another model, method or optimiser) is never t
 first difference. Per-example memories, whose rows are padded to a multiple of the device count, are cut or padded
 to this run's rows, so a run resumes on another device count.
 """
+import contextlib
 import os
+import re
 import sys
 
 import jax
@@ -22,6 +24,16 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 class StateMismatch(ValueError):
   """A readable checkpoint whose train state has other leaves or shapes than this run's."""
+
+
+class StorageError(OSError):
+  """A checkpoint could not be written (disk full, no permission); the previous ones are complete."""
+
+
+# How storage failures read in orbax's and tensorstore's errors (tensorstore raises ValueError with a status code),
+# the operating system's words first.
+_CAUSES = ('No space left on device', 'Disk quota exceeded', 'Permission denied', 'Read-only file system')
+STORAGE_FAILURE = re.compile('|'.join(_CAUSES + ('RESOURCE_EXHAUSTED', 'PERMISSION_DENIED', 'Failed writing')))
 
 
 def _flat(tree):
@@ -40,7 +52,8 @@ def _difference(saved, target):
   """The first difference between a checkpoint's state and `target` that refitting memory rows cannot mend, or ''."""
   saved, wanted = _flat(saved), _flat(target)
   for name in sorted(saved.keys() ^ wanted.keys()):
-    return f'{name} is {"in the checkpoint, not in this run" if name in saved else "in this run, not in the checkpoint"}'
+    where = 'in the checkpoint, not in this run' if name in saved else 'in this run, not in the checkpoint'
+    return f'{name} is {where}'
   for name in sorted(wanted):
     a, b = saved[name], wanted[name]
     if (tuple(a.shape), a.dtype) != (tuple(b.shape), b.dtype) and not _rows_differ_only(name, a, b):
@@ -55,7 +68,8 @@ def _refit_rows(restored, state):
     if leaf.shape == like.shape:
       return leaf
     rows = min(leaf.shape[0], like.shape[0])
-    return jax.jit(lambda v: jnp.zeros(like.shape, like.dtype).at[:rows].set(v[:rows]), out_shardings=like.sharding)(leaf)
+    fit = lambda v: jnp.zeros(like.shape, like.dtype).at[:rows].set(v[:rows])
+    return jax.jit(fit, out_shardings=like.sharding)(leaf)
   return restored.replace(memory=jax.tree.map(refit, restored.memory, state.memory))
 
 
@@ -104,14 +118,31 @@ class Checkpointer:
       reader.close()
 
   def save(self, batches_done, state, epoch_sums):
-    """Asynchronous; `epoch_sums` are the metric sums of the epoch in progress (zeros at an epoch's end)."""
+    """Asynchronous (a failed write surfaces at the next save or at `close`, as StorageError); `epoch_sums` are the
+    metric sums of the epoch in progress (zeros at an epoch's end)."""
     sums = {name: float(value) for name, value in jax.device_get(epoch_sums).items()}
-    self._manager.save(batches_done, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(dict(epoch_sums=sums))))
+    with self._storage_errors():
+      self._manager.save(batches_done, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), progress=ocp.args.JsonSave(dict(epoch_sums=sums))))
 
   def close(self):
-    self._manager.wait_until_finished()
+    with self._storage_errors():
+      self._manager.wait_until_finished()
     self._manager.close()
+
+  @contextlib.contextmanager
+  def _storage_errors(self):
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      text = ' '.join(str(e).split())
+      if not (isinstance(e, OSError) or STORAGE_FAILURE.search(text)):
+        raise
+      reason = next((cause for cause in _CAUSES if cause in text), text[:160])
+      last = finished_steps(self._workdir)
+      kept = f'the last complete one is {self.path(last[-1])}' if last else 'there is no complete one'
+      raise StorageError(f'cannot write a checkpoint in {self._workdir / "checkpoints"} ({reason}); {kept}: free '
+                         'space or fix permissions and rerun to resume') from None
 
   def _set_aside(self, batches_done, error):
     """Moves a checkpoint that cannot be read out of the way (kept for inspection, never loaded)."""

@@ -5,6 +5,7 @@ checkpoints and exits 0; a loss or weights gone non-finite stop the run with exi
 last good checkpoint. With an evaluation config (`--config=configs/eval.py --config.checkpoint=DIR`) it evaluates
 that run's latest checkpoint instead.
 """
+import errno
 import os
 import re
 import sys
@@ -79,6 +80,20 @@ def initialize_distributed():
     jax.distributed.initialize()
 
 
+def quiet_failed_checkpoint_writes(storage_failure):
+  """A failed checkpoint write is reported in one line (checkpoint.StorageError). Around it orbax's background
+  threads log the failure with a traceback each, and tensorstore's callbacks of the writes still in flight hit the
+  closed event loop of orbax's `run_sync` (RuntimeError 'Event loop is closed', raised where nothing can catch it;
+  seen with orbax-checkpoint 0.12.8, no upstream issue found as of 2026-12-03). Both are dropped; nothing else is."""
+  logging.get_absl_logger().addFilter(lambda record: not storage_failure.search(
+      record.getMessage() + (str(record.exc_info[1]) if record.exc_info else '')))
+
+  def unraisable(hook):
+    if not (hook.exc_type is RuntimeError and str(hook.exc_value) == 'Event loop is closed'):
+      sys.__unraisablehook__(hook)
+  sys.unraisablehook = unraisable
+
+
 def main(argv):
   if len(argv) > 1:
     fail(f'unexpected arguments {argv[1:]}; use --config=FILE, --workdir=DIR and --config.<field>=<value>')
@@ -87,6 +102,7 @@ def main(argv):
   initialize_distributed()
   logging.set_verbosity(logging.WARNING)   # orbax narrates every save at INFO
   from advjax import checkpoint, data, evaluate, interop, train, validation  # pylint: disable=g-import-not-at-top
+  quiet_failed_checkpoint_writes(checkpoint.STORAGE_FAILURE)
   evaluating = 'checkpoint' in config   # configs/eval.py
   workdir = _WORKDIR.value or default_workdir()
   try:
@@ -109,8 +125,14 @@ def main(argv):
     fail(str(e))
   except checkpoint.StateMismatch as e:   # found before training: the checkpoints are left as they are
     fail(str(e))
-  except train.NonFiniteError as e:
+  except (train.NonFiniteError, checkpoint.StorageError) as e:   # the last complete checkpoint is kept
     print(f'advjax: error: {e}', file=sys.stderr)
+    sys.exit(1)
+  except OSError as e:   # the metrics file on a full or read-only disk
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+      raise
+    print(f'advjax: error: cannot write in {workdir}: {e.strerror} ({e.filename}); free space or fix permissions '
+          'and rerun to resume', file=sys.stderr)
     sys.exit(1)
 
 

@@ -36,21 +36,19 @@ class Writer:
   the kept records on each (re)start so that a redone epoch has one entry. On gs:// (objects cannot be appended to)
   the JSON file is rewritten whole, which is atomic there."""
 
-  def __init__(self, workdir):
+  def __init__(self, workdir, last_epoch=None):
+    """Keeps the records of epochs up to `last_epoch` (all if None; a run killed before its checkpoint redoes the
+    later ones), drops a cut last line with a warning, and rewrites TensorBoard's events from the records kept."""
     self._workdir = epath.Path(workdir)
     self.path = self._workdir / METRICS_FILE
     self._tensorboard = None
-
-  def start(self, last_epoch):
-    """Keeps the records of epochs up to `last_epoch` (a run killed before its checkpoint redoes the later ones),
-    drops a cut last line with a warning, and rewrites TensorBoard's events from the records kept."""
     if jax.process_index() != 0:
       return
     records, cut = read_records(self._workdir)
     if cut:
       print(f'advjax: warning: the last line of {self.path} was cut (a kill while it was written); dropped, its '
             'epoch is redone', file=sys.stderr, flush=True)
-    kept = [record for record in records if record['epoch'] <= last_epoch]
+    kept = [record for record in records if last_epoch is None or record['epoch'] <= last_epoch]
     text = ''.join(json.dumps(record) + '\n' for record in kept)
     if (self.path.read_text() if self.path.exists() else '') != text:
       temporary = self.path.with_name(METRICS_FILE + '.tmp')

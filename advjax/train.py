@@ -55,14 +55,16 @@ def evaluate(eval_step, loader, variables, key):
   for batch in loader.batches(loader.eval_positions(), key):   # fetched one by one: one program in flight
     m = jax.device_get(eval_step(variables, batch))
     sums = {k: sums.get(k, 0) + v for k, v in m.items()}
-  return dict(natural_acc=sums['natural_correct'] / sums['examples'], pgd_acc=sums['pgd_correct'] / sums['examples'])
+  return dict(natural_acc=sums['natural_correct'] / sums['examples'], pgd_acc=sums['pgd_correct'] / sums['examples'],
+              eval_examples=int(sums['examples']))   # the padding of the last batch masked out: checked in the tests
 
 
 def evaluate_all(eval_step, loader, state, key):
   """`evaluate` for the raw weights, and with an `ema_` prefix for their moving average where it is kept."""
   results = evaluate(eval_step, loader, state.variables, key)
   if state.ema is not None:
-    results.update({f'ema_{k}': v for k, v in evaluate(eval_step, loader, state.ema, key).items()})
+    results.update({f'ema_{k}': v for k, v in evaluate(eval_step, loader, state.ema, key).items()
+                    if k != 'eval_examples'})
   return results
 
 
@@ -160,8 +162,7 @@ def train_and_evaluate(config, workdir):
   sums = jax.device_put(sums, replicated)
   train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
   eval_step = step_lib.make_eval_step(model, config, mesh, eval_key)
-  writer = metrics.Writer(workdir)
-  writer.start(last_epoch=first_epoch - 1)
+  writer = metrics.Writer(workdir, last_epoch=first_epoch - 1)
   progress = metrics.Progress(config.num_epochs * steps_per_epoch)
 
   evaluation, preempted = None, None
@@ -192,8 +193,10 @@ def train_and_evaluate(config, workdir):
           preempted = f'at the end of epoch {epoch}'
           break
   finally:   # on errors too: the last good checkpoint is complete on disk
-    ckpt.close()
-    writer.close()
+    try:
+      ckpt.close()
+    finally:
+      writer.close()
   if preempted:
     metrics.log(f'Preempted ({preemption.signal or "sync point"}) {preempted}: checkpoint {ckpt.path(done)} '
                 'written; rerun the same command to resume.')

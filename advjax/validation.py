@@ -88,7 +88,7 @@ def _check_ranges(config):
 
 def _check_schedule(name, schedule, lowest=None, highest=None):
   _require(isinstance(schedule, (tuple, list)) and len(schedule) > 0 and all(
-      isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], int) for entry in schedule),
+      isinstance(entry, (tuple, list)) and len(entry) == 2 and entry[0] in Range(1) for entry in schedule),
            f'{name} must be ((first_epoch, value), ...), got {schedule!r}')
   starts = [start for start, _ in schedule]
   _require(starts[0] == 1 and starts == sorted(set(starts)),

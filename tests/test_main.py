@@ -159,6 +159,35 @@ def test_a_workdir_of_another_model_exits_2_and_keeps_its_files(straight_quickst
   assert {path: path.read_bytes() for path in workdir.rglob('*') if path.is_file()} == before
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 800 kB tmpfs: two quick-start checkpoints fit (about 310 kB each), the third does not. Needs mount (root)."""
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=800k', 'tmpfs', str(disk)], capture_output=True)
+  if mounted.returncode:
+    pytest.skip(f'cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}')
+  yield disk
+  subprocess.run(['umount', str(disk)], check=True)
+
+
+def test_a_full_disk_stops_in_one_line_and_the_run_resumes_once_there_is_room(small_disk):
+  workdir = small_disk / 'run'
+  args = [f'--config={QUICKSTART}', '--config.num_epochs=4', f'--workdir={workdir}']
+  full = advjax(*args)
+  _, err = full.communicate(timeout=300)
+  assert full.returncode == 1 and err.strip() == (
+      f'advjax: error: cannot write a checkpoint in {workdir}/checkpoints (No space left on device); the last complete '
+      f'one is {workdir}/checkpoints/44: free space or fix permissions and rerun to resume'), err
+  assert checkpoint.finished_steps(workdir) == [22, 44]
+  subprocess.run(['mount', '-o', 'remount,size=4m', str(small_disk)], check=True)
+  run = advjax(*args)
+  out, err = run.communicate(timeout=300)
+  assert run.returncode == 0, err
+  assert f'Resuming from the checkpoint of epoch 2 in {workdir}' in out, out
+  assert [record['epoch'] for record in metrics_of(workdir)] == [1, 2, 3, 4]
+
+
 def test_a_run_with_per_example_memory_resumes_on_another_device_count(tmp_path):
   """FGSM-PGI's memory has 1438 rows on 2 devices, 1437 on 1: the run moves on, its checkpoints kept."""
   pgi = ['--config=configs/fgsm_pgi.py:digits,ep', f'--workdir={tmp_path}']
@@ -290,8 +319,36 @@ def test_two_processes_are_preempted_together_and_resume_exactly(tmp_path):
           in resumed), resumed
   assert [m['epoch'] for m in metrics_of(workdir)] == [1, 2]   # written once, by process 0
   assert 'epoch 1/' not in (tmp_path / 'logs' / 'process_1.log').read_text()
-  assert metrics_of(workdir)[-1]['natural_acc'] * 360 % 1 < 1e-6   # all 360 test digits, once
+  assert metrics_of(workdir)[-1]['eval_examples'] == 360   # all 360 test digits, once, over the two processes
   assert_same_run(workdir, tmp_path / 'straight')
+
+
+def test_fault_injection_short_form():
+  """benchmarks/fault_injection.py for one case (augmentation, EMA, bf16) and two random SIGKILLs: bitwise equal."""
+  done = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'fault_injection.py'), '--cases',
+                         'quickstart_aug_ema_bf16', '--kills', '2', '--seed', '3'], cwd=REPO,
+                        env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=400)
+  assert done.returncode == 0, done.stdout + done.stderr
+  assert '1 of 1 cases ended bitwise equal to their uninterrupted run' in done.stdout, done.stdout
+
+
+def test_the_launcher_stops_the_others_and_exits_with_the_code_of_the_process_that_failed(tmp_path):
+  """Process 1 exits 3 at once; process 0, left waiting for it at the coordinator, is stopped."""
+  failing = tmp_path / 'python'
+  failing.write_text('#!/usr/bin/env bash\n'
+                     'for a in "$@"; do\n'
+                     '  [[ $a == --process_id=1 ]] && { echo "process 1 gives up" >&2; exit 3; }\n'
+                     'done\n'
+                     f'exec {sys.executable} "$@"\n')
+  failing.chmod(0o755)
+  env = dict(os.environ, PYTHONPATH=REPO, ADVJAX_PYTHON=str(failing))
+  started = time.time()
+  launch = subprocess.run([os.path.join(REPO, 'launch', 'multi_process_cpu.sh'), '2', f'--config={QUICKSTART}',
+                           f'--workdir={tmp_path / "run"}'], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+  assert launch.returncode == 3, launch.stderr
+  assert 'launch: process 1 exited with code 3; stopping the other processes' in launch.stderr, launch.stderr
+  assert '[p1] process 1 gives up' in launch.stderr and time.time() - started < 60
 
 
 needs_data = pytest.mark.skipif(not os.environ.get('ADVJAX_DATA_DIR'),

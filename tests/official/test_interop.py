@@ -130,7 +130,8 @@ def test_madry_wrn_standardises_a_constant_image_and_decays_the_official_variabl
   `free_step`'s weight decay over exactly the official `_decay`'s 'DW' variables (the convolutions and the fc weight)."""
   torch.manual_seed(7)
   net = _trained_looking(nets.MadryWideResNet(units=1, width=1), seed=8)
-  x = torch.cat([torch.full((1, 3, 32, 32), 0.5), torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(9))])
+  noise = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+  x = torch.cat([torch.full((1, 3, 32, 32), 0.5), noise])
   model, variables = interop.load_torch(net.state_dict(), 'madry_wrn-8-1')
   got = model.apply(variables, jnp.asarray(x.permute(0, 2, 3, 1).numpy()), train=False)
   np.testing.assert_allclose(got, _logits(net, x, False), atol=1e-5, rtol=0)
