@@ -172,6 +172,7 @@ def small_disk(tmp_path):
 
 
 def test_a_full_disk_stops_in_one_line_and_the_run_resumes_once_there_is_room(small_disk):
+  """Full while a checkpoint is written, then read-only: one line and exit 1 each time, the checkpoints complete."""
   workdir = small_disk / 'run'
   args = [f'--config={QUICKSTART}', '--config.num_epochs=4', f'--workdir={workdir}']
   full = advjax(*args)
@@ -186,6 +187,14 @@ def test_a_full_disk_stops_in_one_line_and_the_run_resumes_once_there_is_room(sm
   assert run.returncode == 0, err
   assert f'Resuming from the checkpoint of epoch 2 in {workdir}' in out, out
   assert [record['epoch'] for record in metrics_of(workdir)] == [1, 2, 3, 4]
+
+  subprocess.run(['mount', '-o', 'remount,ro', str(small_disk)], check=True)   # unwritable: refused in one line
+  readonly = advjax(*args[:-2], '--config.num_epochs=5', f'--workdir={workdir}')
+  _, err = readonly.communicate(timeout=300)
+  assert readonly.returncode == 1 and err.strip() == (
+      f'advjax: error: cannot write in {workdir}: Read-only file system ({workdir}/config.json); free space or fix '
+      'permissions and rerun to resume'), err
+  assert checkpoint.finished_steps(workdir) == [44, 66, 88]
 
 
 def test_a_run_with_per_example_memory_resumes_on_another_device_count(tmp_path):
