@@ -29,7 +29,8 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_p
 
 
 def fail(message):
-  """Bad input: one line on stderr and exit code 2."""
+  """Bad input: one line on stderr (a newline in a quoted value written as \\n) and exit code 2."""
+  message = str(message).replace('\n', '\\n')
   print(f'advjax: error: {message}', file=sys.stderr)
   sys.exit(2)
 

@@ -16,7 +16,10 @@ ATTACK_LOSSES = ('ce', 'kl', 'cw')
 
 
 class ConfigError(ValueError):
-  pass
+  """One line: a newline in a value it quotes is written as \\n."""
+
+  def __init__(self, message):
+    super().__init__(str(message).replace('\r', '\\r').replace('\n', '\\n'))
 
 
 def _require(ok, message):

@@ -62,7 +62,9 @@ def malformed_configs(draw):
   return name, field, value, config
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same 1,000 cases in every run, so CI cannot fail on a case it never saw before (8,000 random ones
+# passed on 2026-12-03; drop it to explore).
+@settings(max_examples=1000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(malformed_configs())
 def test_a_malformed_config_is_refused_in_one_line_or_passes(case):
   name, field, value, config = case
