@@ -117,12 +117,12 @@ def main(argv):
   if evaluating:
     try:
       evaluate.run(config)
-    except interop.CheckpointError as e:   # found on reading the file, before anything is compiled or written
+    except (interop.CheckpointError, evaluate.ProtocolError) as e:   # found before anything is compiled or written
       fail(str(e))
     return
   try:
     train.train_and_evaluate(config, workdir)
-  except data.DataError as e:   # found while reading the files, before anything is compiled or written
+  except (data.DataError, validation.ConfigError) as e:   # found on loading the data, before anything is written
     fail(str(e))
   except checkpoint.StateMismatch as e:   # found before training: the checkpoints are left as they are
     fail(str(e))

@@ -16,6 +16,14 @@ def log(message):
     print(message, flush=True)
 
 
+def write_atomically(path, text):
+  """Writes `text` to `path` through a temporary file renamed over it: a kill leaves the old file or the new one."""
+  path = epath.Path(path)
+  temporary = path.with_name(path.name + '.tmp')
+  temporary.write_text(text)
+  temporary.replace(path)
+
+
 def read_records(workdir):
   """(records, cut): the per-epoch records of `workdir/metrics.jsonl`, and whether its last line was cut (a kill
   while it was appended; that line is left out). A file that is not there gives no records."""
@@ -51,9 +59,7 @@ class Writer:
     kept = [record for record in records if last_epoch is None or record['epoch'] <= last_epoch]
     text = ''.join(json.dumps(record) + '\n' for record in kept)
     if (self.path.read_text() if self.path.exists() else '') != text:
-      temporary = self.path.with_name(METRICS_FILE + '.tmp')
-      temporary.write_text(text)
-      temporary.replace(self.path)   # atomic: a kill leaves the old file or the new one
+      write_atomically(self.path, text)
     import tensorboardX  # pylint: disable=g-import-not-at-top  # here: it imports PyTorch where that is installed
     events = self._workdir / 'tensorboard'
     if events.exists():

@@ -139,7 +139,7 @@ def eval_attack(config):
   """`attack(logits_fn, x, y, keys) -> AttackOutput`: the per-epoch evaluation's PGD, `config.eval`."""
   e = config.eval
   kwargs = dict(eps=e.eps, step_size=e.step_size, steps=e.steps, loss=losses.get(e.loss, e.kappa), init=e.init,
-                clip_init=e.clip_init, restarts=e.restarts)
+                clip_init=e.clip_init, restarts=e.restarts, norm=e.norm)
   return lambda logits_fn, x, y, keys: attacks.pgd(logits_fn, x, y, keys, **kwargs)
 
 

@@ -6,6 +6,7 @@ split, a checkpoint, and one JSON line of metrics. Rerunning with the same workd
 import signal
 import threading
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -13,7 +14,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from advjax import checkpoint, data, methods, metrics, models, schedules
+from advjax import checkpoint, data, methods, metrics, models, schedules, validation
 from advjax import train_state as ts
 from advjax import step as step_lib
 from advjax.data import pipeline
@@ -141,57 +142,81 @@ def train_epoch(train_step, loader, state, sums, hparams, *, epoch, skip, key, c
 def train_and_evaluate(config, workdir):
   """Trains `config` in `workdir`, resuming from its last checkpoint; returns the final state and evaluation (None
   when preempted: the state is checkpointed and rerunning the same command resumes)."""
-  dataset = data.load(config.data)   # before anything is written: bad data (data.DataError) leaves no trace
+  with Preemption() as preemption:   # from the start: a signal while loading or compiling stops after the first batch
+    return _train_and_evaluate(config, workdir, preemption)
+
+
+class Run(NamedTuple):
+  """What a run builds from its config before reading its checkpoints."""
+  mesh: jax.sharding.Mesh
+  train_loader: pipeline.Loader
+  test_loader: pipeline.Loader
+  state: ts.TrainState
+  train_step: Callable
+  eval_step: Callable
+  data_key: jax.Array
+  eval_key: jax.Array
+
+
+def build(config):
+  """The loaders, initial state and jitted steps of `config`; data.DataError or validation.ConfigError (before
+  anything is compiled or written) when the data cannot be read or does not fit the config."""
+  dataset = data.load(config.data)
+  validation.check_against_data(config, len(dataset.train_labels),
+                                len(eval_subset(len(dataset.test_labels), config.eval.num_examples, config.data.seed)),
+                                dataset.train_images.shape[1:])
   mesh = ts.make_mesh()
   train_loader, test_loader = make_loaders(config, dataset, mesh)
-  steps_per_epoch = train_loader.batches_per_epoch
   init_key, attack_key, data_key, eval_key = jax.random.split(jax.random.key(config.seed), 4)
-
   model = build_model(config, dataset.num_classes)
-  tx = step_lib.make_optimizer(config, steps_per_epoch)
+  tx = step_lib.make_optimizer(config, train_loader.batches_per_epoch)
   state = create_state(config, model, tx, dataset.train_images.shape[1:], len(dataset.train_labels), init_key, mesh)
   metrics.log(f'{config.method} on {dataset.name}: {train_loader.num_examples} train / {test_loader.num_examples} test '
               f'examples, {config.model.name} ({config.model.dtype}), {jax.device_count()} device(s) in '
-              f'{jax.process_count()} process(es), {steps_per_epoch} steps per epoch.')
-  del dataset   # each process keeps only its shards, in the loaders
+              f'{jax.process_count()} process(es), {train_loader.batches_per_epoch} steps per epoch.')
+  return Run(mesh, train_loader, test_loader, state, step_lib.make_train_step(model, tx, config, mesh, attack_key),
+             step_lib.make_eval_step(model, config, mesh, eval_key), data_key, eval_key)
+
+
+def _train_and_evaluate(config, workdir, preemption):
+  run = build(config)   # each process keeps only its shards of the data, in the loaders
+  train_loader, test_loader, train_step, eval_step = run.train_loader, run.test_loader, run.train_step, run.eval_step
+  steps_per_epoch = train_loader.batches_per_epoch
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoint_keep)
-  state, sums, first_epoch, skip = resume(ckpt, state, config, steps_per_epoch, workdir)   # or StateMismatch
+  state, sums, first_epoch, skip = resume(ckpt, run.state, config, steps_per_epoch, workdir)   # or StateMismatch
   if jax.process_index() == 0:   # once the checkpoints are known to fit: they keep the config they were written with
     (epath.Path(workdir) / 'config.json').write_text(config.to_json(indent=2))
-  replicated = NamedSharding(mesh, P())   # the metric sums, placed as the step returns them: it compiles once
+  replicated = NamedSharding(run.mesh, P())   # the metric sums, placed as the step returns them: it compiles once
   sums = jax.device_put(sums, replicated)
-  train_step = step_lib.make_train_step(model, tx, config, mesh, attack_key)
-  eval_step = step_lib.make_eval_step(model, config, mesh, eval_key)
   writer = metrics.Writer(workdir, last_epoch=first_epoch - 1)
   progress = metrics.Progress(config.num_epochs * steps_per_epoch)
 
   evaluation, preempted = None, None
   try:
-    with Preemption() as preemption:
-      for epoch in range(first_epoch, config.num_epochs + 1):
-        hparams = methods.hparams(config, epoch, first_step=(epoch - 1) * steps_per_epoch)
-        epoch_start = time.perf_counter()
-        state, sums, batches = train_epoch(train_step, train_loader, state, sums, hparams, epoch=epoch, skip=skip,
-                                           key=data_key, config=config, progress=progress, preemption=preemption,
-                                           ckpt=ckpt)
-        train_seconds = time.perf_counter() - epoch_start
-        done = (epoch - 1) * steps_per_epoch + batches
-        if batches < steps_per_epoch:   # preempted mid-epoch: saved where it is, with the epoch's sums so far
-          ckpt.save(done, state, sums)
-          preempted = f'after batch {batches} of epoch {epoch}'
-          break
-        evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
-        record = epoch_record(config, epoch, done, hparams, sums, evaluation,
-                              train_seconds=train_seconds, epoch_seconds=time.perf_counter() - epoch_start)
-        writer.write(record)
-        sums = jax.device_put(step_lib.zero_metrics(config), replicated)
-        ckpt.save(done, state, sums)   # after the metrics line: a run killed in between redoes the epoch, once
-        log_epoch(config, hparams, record, eta=progress.eta(done),
-                  examples_per_second=(batches - skip) * config.batch_size / train_seconds)
-        skip = 0
-        if preemption.reached(done) and epoch < config.num_epochs:   # the signal came during the evaluation
-          preempted = f'at the end of epoch {epoch}'
-          break
+    for epoch in range(first_epoch, config.num_epochs + 1):
+      hparams = methods.hparams(config, epoch, first_step=(epoch - 1) * steps_per_epoch)
+      epoch_start = time.perf_counter()
+      state, sums, batches = train_epoch(train_step, train_loader, state, sums, hparams, epoch=epoch, skip=skip,
+                                         key=run.data_key, config=config, progress=progress, preemption=preemption,
+                                         ckpt=ckpt)
+      train_seconds = time.perf_counter() - epoch_start
+      done = (epoch - 1) * steps_per_epoch + batches
+      if batches < steps_per_epoch:   # preempted mid-epoch: saved where it is, with the epoch's sums so far
+        ckpt.save(done, state, sums)
+        preempted = f'after batch {batches} of epoch {epoch}'
+        break
+      evaluation = evaluate_all(eval_step, test_loader, state, run.eval_key)
+      record = epoch_record(config, epoch, done, hparams, sums, evaluation,
+                            train_seconds=train_seconds, epoch_seconds=time.perf_counter() - epoch_start)
+      writer.write(record)
+      sums = jax.device_put(step_lib.zero_metrics(config), replicated)
+      ckpt.save(done, state, sums)   # after the metrics line: a run killed in between redoes the epoch, once
+      log_epoch(config, hparams, record, eta=progress.eta(done),
+                examples_per_second=(batches - skip) * config.batch_size / train_seconds)
+      skip = 0
+      if preemption.reached(done) and epoch < config.num_epochs:   # the signal came during the evaluation
+        preempted = f'at the end of epoch {epoch}'
+        break
   finally:   # on errors too: the last good checkpoint is complete on disk
     try:
       ckpt.close()
@@ -202,7 +227,7 @@ def train_and_evaluate(config, workdir):
                 'written; rerun the same command to resume.')
     return state, None
   if evaluation is None:   # nothing left to train: report the restored state
-    evaluation = evaluate_all(eval_step, test_loader, state, eval_key)
+    evaluation = evaluate_all(eval_step, test_loader, state, run.eval_key)
   log_final(config, evaluation, test_loader.num_examples)
   return state, evaluation
 

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import jax
 import ml_collections
 
-from advjax import checkpoint, data, evaluate, interop, methods, models
+from advjax import attacks, checkpoint, data, evaluate, interop, methods, models
 from advjax.methods import search
 
 ATTACK_INITS = ('uniform', 'gaussian', 'none')
@@ -79,9 +79,16 @@ RANGES = {
 ALL_OR_COUNT = ('data.num_train', 'data.num_test', 'eval.num_examples')   # -1: all
 
 
+# An L2 radius is not bounded by the pixel range (ImageNet's is 3.0); up to the box's diagonal it can matter.
+L2_BUDGET = Range(0, note='under norm l2')
+
+
 def _check_ranges(config):
   for name, allowed in RANGES.items():
     value = _field(config, name)
+    section, _, leaf = name.partition('.')
+    if leaf in ('eps', 'step_size') and section in ('attack', 'eval') and _field(config, f'{section}.norm') == 'l2':
+      allowed = L2_BUDGET
     _require(value is None or value in allowed, f'{name} must be {allowed}, got {value!r}')
   for name in ALL_OR_COUNT:
     value = _field(config, name)
@@ -102,9 +109,13 @@ def _check_schedule(name, schedule, lowest=None, highest=None):
     _require(highest is None or value <= highest, f'{name} values must be <= {highest}, got {value}')
 
 
+L2_METHODS = ('madry', 'trades', 'mart', 'fat', 'fat_trades', 'fat_mart')   # the search-based ones
+
+
 def _check_attack(name, a):
   _require(a.init in ATTACK_INITS, f'{name}.init must be one of {", ".join(ATTACK_INITS)}; got {a.init!r}')
   _require(a.loss in ATTACK_LOSSES, f'{name}.loss must be one of {", ".join(ATTACK_LOSSES)}; got {a.loss!r}')
+  _one_of(f'{name}.norm', a.norm, attacks.parts.NORMS)
 
 
 def _check_method_settings(config):
@@ -128,6 +139,8 @@ def _check_method_settings(config):
     needs('fosc')
     _require(config.fosc.reference in ('clean', 'start'),
              f"fosc.reference must be 'clean' or 'start', got {config.fosc.reference!r}")
+  _require(config.attack.norm == 'linf' or config.method in L2_METHODS,
+           f"attack.norm 'l2' trains {', '.join(L2_METHODS)}, not {config.method!r}")
   if method.attack is not None:
     mode = config.attack.get('model_mode', 'eval')
     _one_of('attack.model_mode', mode, ('eval', 'train', 'train_except_after_eval'))
@@ -245,6 +258,20 @@ def check_workdir(config, workdir):
              'same settings or use another --workdir')
 
 
+def check_against_data(config, num_train, num_evaluated, image_shape):
+  """Raises ConfigError for sizes the loaded data cannot fill: an epoch needs one whole batch, and padding an eval
+  batch or an image far beyond the data only allocates."""
+  _require(config.batch_size <= num_train,
+           f'batch_size {config.batch_size} exceeds the {num_train} training examples (an epoch is whole batches)')
+  devices = jax.device_count()
+  whole = -(-num_evaluated // devices) * devices
+  _require(config.eval.batch_size <= whole, f'eval.batch_size {config.eval.batch_size} exceeds the {num_evaluated} '
+           f'evaluated examples; at most {whole}')
+  side = max(image_shape[:2])
+  _require(config.data.crop_padding <= side,
+           f'data.crop_padding {config.data.crop_padding} exceeds the image side ({side}); at most {side}')
+
+
 def check_evaluation(config):
   """Raises ConfigError for an evaluation config (configs/eval.py) that cannot run."""
   _require(config.checkpoint, '--config.checkpoint is required: a training workdir or a PyTorch .pt / .pth file')
@@ -262,14 +289,20 @@ def check_evaluation(config):
     _require(os.path.isfile(settings), f'{settings} not found: --config.checkpoint must be a training workdir')
     _require(checkpoint.finished_steps(config.checkpoint),
              f'no checkpoint in {os.path.join(config.checkpoint, "checkpoints")}')
+  _one_of('norm', config.norm, attacks.parts.NORMS)
+  budget = Range(0, 1, open_low=True) if config.norm == 'linf' else Range(0, open_low=True)
   for name in ('eps', 'step_size'):   # -1: the protocol's
-    _require(config[name] == -1 or config[name] in Range(0, 1, open_low=True),
-             f'{name} must be -1 (the protocol\'s) or in (0, 1], got {config[name]!r}')
+    _require(config[name] == -1 or config[name] in budget,
+             f'{name} must be -1 (the protocol\'s) or {budget}, got {config[name]!r}')
   _require(config.num_examples == -1 or config.num_examples in AT_LEAST_1,
            f'num_examples must be -1 (all) or >= 1, got {config.num_examples!r}')
   _require(config.seed in AT_LEAST_0, f'seed must be >= 0, got {config.seed!r}')
   _require(config.protocol in evaluate.PROTOCOLS,
            f'unknown protocol {config.protocol!r}; choose one of {", ".join(evaluate.PROTOCOLS)}')
+  _require(config.norm == 'linf' or config.protocol in evaluate.CASCADE_PROTOCOLS + ('custom',),
+           f"protocol {config.protocol!r} is L-inf only; under {config.norm} use aa_standard or custom")
+  _require(config.mode in ('', 'cascade', 'individual'),
+           f"mode must be '' (the protocol's), 'cascade' or 'individual', got {config.mode!r}")
   if config.protocol == 'custom':
     _require(config.eps > 0, "protocol 'custom' needs --config.eps > 0")
     try:

@@ -95,7 +95,7 @@ def pgd_rows(model_name, batch, repeats):
     objective = losses.cross_entropy(lambda u: model.apply(variables, u, train=False), x, y)
     return jax.grad(lambda u: objective(model.apply(variables, u, train=False)).sum())(v)
 
-  step = lambda variables, v: parts.signed_step(v, x, grad(variables, v), eps=eps, step_size=alpha)
+  step = lambda variables, v: parts.ascent_step(v, x, grad(variables, v), eps=eps, step_size=alpha)
   unrolled = jax.jit(lambda variables, v: unroll(lambda i, v: step(variables, v), 10, v))
   fori = jax.jit(lambda variables, v: lax.fori_loop(0, 10, lambda i, v: step(variables, v), v))
   while_ = jax.jit(lambda variables, v: lax.while_loop(lambda s: s[0] < 10, lambda s: (s[0] + 1, step(variables, s[1])),

@@ -3,6 +3,7 @@
 Variants, comma-separated:
   digits  the quick-start data: scikit-learn's 8x8 digits with a tiny CNN, 15 epochs, eps 0.2 (well under a minute)
   small   a CIFAR-10 subset (256 train / 100 test) with the FAT paper's SmallCNN, 3 epochs (about 5 min on 2 cores)
+  l2      the L2 threat model for training and the per-epoch evaluation (madry, trades, mart, fat*), after digits
 Schedules by epoch are rescaled to the variant's length.
 """
 import os
@@ -34,9 +35,10 @@ def base_config():
   # Early-stopped attacks (FAT, DAT) compact the examples still attacking into batches of halving static size down
   # to compact_min_size per device (0: one masked loop over the whole batch); results are the same either way. Each
   # size compiles the model once more; on XLA:CPU 4 was no faster than 16 (docs/benchmarks.md).
+  # norm 'l2' (madry, trades, mart and the FAT family): normalised-gradient steps, projection onto the L2 ball.
   c.attack = ml_collections.ConfigDict(dict(
       eps=0.031, step_size=0.007, steps=10, loss='ce', kappa=50.0, init='uniform', clip_init=True, noise_std=0.0,
-      compact_min_size=16))
+      compact_min_size=16, norm='linf'))
 
   c.optimizer = ml_collections.ConfigDict(dict(momentum=0.9, weight_decay=2e-4, nesterov=False))
   # (first epoch, value), epochs from 1: the official scripts' `if epoch >= 60` with 1-based epochs.
@@ -46,7 +48,7 @@ def base_config():
   # Per-epoch evaluation, FAT's "dat" protocol: PGD-20, step eps/4, uniform start.
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=128, num_examples=-1, eps=0.031, step_size=0.031 / 4, steps=20, loss='ce', kappa=50.0,
-      init='uniform', clip_init=True, restarts=1))
+      init='uniform', clip_init=True, restarts=1, norm='linf'))
 
   c.checkpoint_keep = 3
   c.log_every_steps = 100
@@ -87,6 +89,15 @@ def digits(c):
   c.log_every_steps = 0
 
 
+def l2(c):
+  """The L2 threat model; after `digits` when both are given. CIFAR-10: eps 128/255 (RobustBench's 0.5), step
+  15/255, as Rice et al. 2020 (locuslab/robust_overfitting, `--norm l_2 --epsilon 128 --pgd-alpha 15`); digits
+  (64 pixels): eps 1.0, step 0.25, chosen here (about the L2 norm of an L-inf 0.2 perturbation of 25 pixels)."""
+  eps, step = (1.0, 0.25) if c.data.source == 'digits' else (128 / 255, 15 / 255)
+  c.attack.update(norm='l2', eps=eps, step_size=step)
+  c.eval.update(norm='l2', eps=eps, step_size=step)
+
+
 def small(c):
   rescale_schedules(c, 3, rescale_lr=True)
   c.data.update(num_train=256, num_test=100)
@@ -97,7 +108,7 @@ def small(c):
 
 def apply_variants(c, arg, extra=None):
   """Applies the comma-separated variants in `arg` (the text after ':' in --config)."""
-  variants = {'digits': digits, 'small': small, **(extra or {})}
+  variants = {'digits': digits, 'small': small, 'l2': l2, **(extra or {})}
   for name in filter(None, (arg or '').split(',')):
     if name not in variants:
       raise ValueError(f'unknown config variant {name!r}; choose from {", ".join(variants)}')

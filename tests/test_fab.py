@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from advjax.attacks.fab import fab_targeted, projection_linf
+from advjax.attacks.fab_attack import fab_targeted, projection_linf
 
 from helpers import C, D, mlp_logits, mlp_params
 

@@ -39,7 +39,7 @@ def advjax(*args, cwd=REPO, env=None, **popen):
     (['--config.batch_size=3'], 'batch_size must be a positive multiple of the device count (2), got 3'),
     (['--config.attack.foo=1'], "unknown config field 'foo'"),
     (['--config.attack.steps=0.5'], "--config.attack.steps=0.5: expected an integer, got '0.5'"),
-    (['--config=configs/fat.py:digits,bogus'], "unknown config variant 'bogus'; choose from digits, small, eps16"),
+    (['--config=configs/fat.py:digits,bogus'], "unknown config variant 'bogus'; choose from digits, small, l2, eps16"),
     (['--config=configs/trades.py:digits', '--config.beta=-1'], 'beta must be >= 0, got -1.0'),
     (['--config=configs/dat.py:digits', '--config.fosc.reference=origin'],
      "fosc.reference must be 'clean' or 'start', got 'origin'"),
@@ -67,6 +67,8 @@ def advjax(*args, cwd=REPO, env=None, **popen):
     (['--config.data.source=image_folder', '--config.data.name=cifar', '--config.data.data_dir={empty}'],
      'must hold images of the same, non-empty set of classes'),
     (['--config=configs/fat.py:digits', '--config.data.num_train=100000'], 'exceeds the 1437 train examples'),
+    (['--config.batch_size=2048'], 'batch_size 2048 exceeds the 1437 training examples'),
+    (['--config=configs/fgsm_rs.py:digits', '--config.attack.norm=l2'], "attack.norm 'l2' trains madry, trades"),
 ])
 def test_invalid_config_exits_2_with_one_line(args, message, tmp_path, tmp_path_factory):
   started = time.perf_counter()
@@ -222,22 +224,42 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(straight_quickstart
   assert_same_run(workdir, straight_quickstart)
 
 
-@pytest.mark.parametrize('signal_number', [signal.SIGTERM, signal.SIGINT])
-def test_preemption_checkpoints_mid_epoch_and_the_rerun_matches(signal_number, straight_quickstart, tmp_path):
-  args = [*QUICKSTART_3, f'--workdir={tmp_path}']
+def signal_at(args, line_start, signal_number):
+  """Runs advjax, sends it `signal_number` once it prints a line starting with `line_start`; its stdout after."""
   run = advjax(*args, '--config.log_every_steps=1')
-  for line in run.stdout:   # signal it a few batches into epoch 2
-    if line.startswith('epoch 2 step 5/'):
+  for line in run.stdout:
+    if line.startswith(line_start):
       break
   started = time.time()
   run.send_signal(signal_number)
   out, err = run.communicate(timeout=60)
   assert run.returncode == 0 and time.time() - started < 60, err
-  assert f'Preempted ({signal.Signals(signal_number).name}) after batch' in out, out
+  return out
+
+
+def test_preemption_checkpoints_mid_epoch_and_the_rerun_matches(straight_quickstart, tmp_path):
+  args = [*QUICKSTART_3, f'--workdir={tmp_path}']
+  out = signal_at(args, 'epoch 2 step 5/', signal.SIGTERM)   # a few batches into epoch 2
+  assert 'Preempted (SIGTERM) after batch' in out, out
   (mid_epoch,) = [n for n in checkpoint.finished_steps(tmp_path) if n % QUICKSTART_STEPS]
   assert QUICKSTART_STEPS + 5 <= mid_epoch < 2 * QUICKSTART_STEPS
   out, err = advjax(*args, '--config.log_every_steps=1').communicate(timeout=300)
   assert f'Resuming from the checkpoint of epoch 1 and {mid_epoch - QUICKSTART_STEPS} batches of epoch 2' in out, err
+  assert_same_run(tmp_path, straight_quickstart)
+
+
+def test_preemption_during_the_first_compile_and_during_the_evaluation(straight_quickstart, tmp_path):
+  """A signal before the first step has compiled is honoured after that step; one during the per-epoch evaluation
+  once the epoch is saved. Both exit 0, and the reruns end as the uninterrupted run."""
+  args = [*QUICKSTART_3, f'--workdir={tmp_path}']
+  out = signal_at(args, 'fat on digits:', signal.SIGTERM)   # logged before the restore and the first compile
+  assert 'Preempted (SIGTERM) after batch 1 of epoch 1' in out, out
+  assert checkpoint.finished_steps(tmp_path) == [1]
+  out = signal_at(args, f'epoch 1 step {QUICKSTART_STEPS}/', signal.SIGINT)   # the epoch's evaluation follows
+  assert 'Preempted (SIGINT) at the end of epoch 1' in out, out
+  assert max(checkpoint.finished_steps(tmp_path)) == QUICKSTART_STEPS
+  out, err = advjax(*args).communicate(timeout=300)
+  assert 'Resuming from the checkpoint of epoch 1 in' in out, err
   assert_same_run(tmp_path, straight_quickstart)
 
 
@@ -290,13 +312,14 @@ def test_killed_stateful_run_resumes_exactly(config, state, tmp_path):
   assert_same_run(workdir, tmp_path / 'straight')
 
 
-def two_processes(*args, log_dir, wait=True):
-  """launch/multi_process_cpu.sh: two JAX processes with a localhost coordinator, each with its shard of the data."""
+def two_processes(*args, log_dir, devices=1, wait=True):
+  """launch/multi_process_cpu.sh: two JAX processes of `devices` CPU devices each, with a localhost coordinator,
+  each with its shard of the data."""
   env = dict(os.environ, PYTHONPATH=REPO, ADVJAX_PYTHON=sys.executable, ADVJAX_LOG_DIR=str(log_dir))
   env.pop('XLA_FLAGS', None)
   env.pop('JAX_COMPILATION_CACHE_DIR', None)   # two processes sharing one cache folder crashed one in a trial run
-  launch = subprocess.Popen([os.path.join(REPO, 'launch', 'multi_process_cpu.sh'), '2', *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  launch = subprocess.Popen([os.path.join(REPO, 'launch', 'multi_process_cpu.sh'), '2', str(devices), *args],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   if not wait:
     return launch
   out, err = launch.communicate(timeout=300)
@@ -305,15 +328,18 @@ def two_processes(*args, log_dir, wait=True):
 
 
 def test_two_processes_are_preempted_together_and_resume_exactly(tmp_path):
-  """FGSM-PGI EP over two JAX processes, its per-example memory split between them. SIGTERM to the launcher: JAX's
-  preemption sync manager picks one step, both processes checkpoint it and stop; the rerun resumes there and ends as
-  an uninterrupted two-process run does (metrics, weights, optimiser and memory)."""
-  args = ['--config=configs/fgsm_pgi.py:digits,ep', '--config.num_epochs=2', '--config.log_every_steps=1']
-  straight = two_processes(*args, f'--workdir={tmp_path / "straight"}', log_dir=tmp_path / 'logs')
-  assert f'2 device(s) in 2 process(es), {QUICKSTART_STEPS} steps per epoch' in straight, straight
+  """FGSM-PGI EP over two JAX processes of two devices each (the README's example), its per-example memory split
+  between the four. SIGTERM to the launcher: JAX's preemption sync manager picks one step, both processes checkpoint
+  it and stop; the rerun resumes there and ends as an uninterrupted run does (metrics, weights, optimiser, memory)."""
+  args = ['--config=configs/fgsm_pgi.py:digits,ep', '--config.num_epochs=2', '--config.log_every_steps=1',
+          '--config.data.num_train=640']   # 10 steps per epoch
+  steps = 10
+  run = functools.partial(two_processes, *args, log_dir=tmp_path / 'logs', devices=2)
+  straight = run(f'--workdir={tmp_path / "straight"}')
+  assert f'4 device(s) in 2 process(es), {steps} steps per epoch' in straight, straight
 
   workdir = tmp_path / 'run'
-  launch = two_processes(*args, f'--workdir={workdir}', log_dir=tmp_path / 'logs', wait=False)
+  launch = run(f'--workdir={workdir}', wait=False)
   for line in launch.stdout:   # signal it early in epoch 2, so that the agreed step is still in that epoch
     if line.startswith('epoch 2 step 2/'):
       break
@@ -322,9 +348,9 @@ def test_two_processes_are_preempted_together_and_resume_exactly(tmp_path):
   out, err = launch.communicate(timeout=90)
   assert time.time() - started < 60, err   # the launcher itself exits 143, as a TERMed script does
   assert 'Preempted (sync point) after batch' in out, out + err
-  (mid_epoch,) = [n for n in checkpoint.finished_steps(workdir) if n % QUICKSTART_STEPS]
-  resumed = two_processes(*args, f'--workdir={workdir}', log_dir=tmp_path / 'logs')
-  assert (f'Resuming from the checkpoint of epoch 1 and {mid_epoch - QUICKSTART_STEPS} batches of epoch 2'
+  (mid_epoch,) = [n for n in checkpoint.finished_steps(workdir) if n % steps]
+  resumed = run(f'--workdir={workdir}')
+  assert (f'Resuming from the checkpoint of epoch 1 and {mid_epoch - steps} batches of epoch 2'
           in resumed), resumed
   assert [m['epoch'] for m in metrics_of(workdir)] == [1, 2]   # written once, by process 0
   assert 'epoch 1/' not in (tmp_path / 'logs' / 'process_1.log').read_text()
@@ -404,6 +430,26 @@ def test_eval_command_on_a_trained_checkpoint(tmp_path):
   assert '| PGD-20 |' in out and '(ema weights)' in (tmp_path / 'eval_trades_rs.md').read_text()
 
 
+def test_l2_training_and_an_l2_cascade_on_its_checkpoint(tmp_path):
+  """FAT under L2 (`:digits,l2`) for two epochs, then APGD-CE and FAB-T under L2 as a cascade on its checkpoint."""
+  train = advjax('--config=configs/fat.py:digits,l2', f'--workdir={tmp_path}', '--config.num_epochs=2')
+  assert train.wait(timeout=300) == 0, train.stderr.read()
+  record = metrics_of(tmp_path)[-1]
+  assert 0 < record['pgd_acc'] < record['natural_acc'] and 0 < record['bp_per_example'] <= 10
+  run = advjax('--config=configs/eval.py', f'--config.checkpoint={tmp_path}', '--config.protocol=custom',
+               '--config.attacks=apgd-ce,fab-t', '--config.mode=cascade', '--config.norm=l2', '--config.eps=1.0',
+               '--config.num_examples=60', '--config.batch_size=30')
+  out, err = run.communicate(timeout=300)
+  assert run.returncode == 0, err
+  with open(tmp_path / 'eval_custom.json') as f:
+    result = json.load(f)
+  assert result['norm'] == 'l2' and result['mode'] == 'cascade' and result['invalid_points'] == 0
+  assert 0 < result['max_perturbation'] <= 1.0 + 1e-5
+  attacked = [r['attacked'] for r in result['rows']]
+  assert attacked[0] == 60 and attacked[2] < attacked[1]   # FAB-T only on what APGD-CE left
+  assert 'Largest l2 perturbation' in out and not (tmp_path / 'eval_custom_state.json').exists()
+
+
 @pytest.mark.parametrize('args, message', [
     ([], '--config.checkpoint is required'),
     (['--config.checkpoint=/nowhere'], '/nowhere/config.json not found'),
@@ -412,6 +458,17 @@ def test_eval_command_on_a_trained_checkpoint(tmp_path):
 ])
 def test_invalid_eval_config_exits_2(args, message):
   run = advjax('--config=configs/eval.py', *args)
+  _, err = run.communicate(timeout=60)
+  assert run.returncode == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--config.protocol=dat', '--config.norm=l2'], "protocol 'dat' is L-inf only; under l2 use aa_standard"),
+    (['--config.norm=l1'], 'norm must be one of linf, l2'),
+    (['--config.mode=alone'], "mode must be '' (the protocol's), 'cascade' or 'individual'"),
+])
+def test_invalid_eval_settings_on_a_run_exit_2(args, message, straight_quickstart):
+  run = advjax('--config=configs/eval.py', f'--config.checkpoint={straight_quickstart}', *args)
   _, err = run.communicate(timeout=60)
   assert run.returncode == 2 and len(err.strip().splitlines()) == 1 and message in err, err
 

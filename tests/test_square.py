@@ -1,10 +1,11 @@
-"""Square attack (L-inf): constraints, the official schedule, black-box success under gradient masking, query
+"""Square attack (L-inf and L2): constraints, the official schedule, black-box success under gradient masking, query
 accounting and independence from how the batch is split."""
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from advjax.attacks import parts
 from advjax.attacks.iterative import pgd
@@ -28,9 +29,9 @@ def batch(seed, n):
   return jax.random.uniform(jax.random.key(seed), (n,) + SHAPE)
 
 
-@functools.partial(jax.jit, static_argnames=('logits_fn', 'n_queries'))
-def run_square(logits_fn, x, y, key, eps, n_queries=QUERIES):
-  return square(logits_fn, x, y, key, eps=eps, n_queries=n_queries)
+@functools.partial(jax.jit, static_argnames=('logits_fn', 'n_queries', 'norm'))
+def run_square(logits_fn, x, y, key, eps, n_queries=QUERIES, norm='linf'):
+  return square(logits_fn, x, y, key, eps=eps, n_queries=n_queries, norm=norm)
 
 
 def official_p_selection(it, p_init=0.8):
@@ -42,12 +43,13 @@ def official_p_selection(it, p_init=0.8):
 
 
 def test_square_side_follows_the_official_schedule():
-  for shape in [(32, 32, 3), (28, 28, 1), SHAPE]:
+  for shape in [(32, 32, 3), (28, 28, 1), SHAPE, (2, 40, 3)]:   # a strip: the square is clamped to its height
     h, w, c = shape
     its = np.arange(10000)
-    want = [max(int(round(np.sqrt(official_p_selection(it) * c * h * w / c))), 1) for it in its]
+    want = [min(max(int(round(np.sqrt(official_p_selection(it) * c * h * w / c))), 1), min(h, w)) for it in its]
     np.testing.assert_array_equal(np.asarray(square_side(jnp.asarray(its), shape)), want)
   assert [int(square_side(i, (32, 32, 3))) for i in (0, 11, 51, 201, 3000, 4999)] == [29, 20, 14, 10, 4, 3]
+  assert int(square_side(0, (2, 40, 3))) == 2   # 8 unclamped
 
 
 def test_points_stay_in_the_ball_and_the_box():
@@ -55,19 +57,31 @@ def test_points_stay_in_the_ball_and_the_box():
     x, eps = batch(seed, 8), 0.05 * (seed + 1)
     x = x.at[0].set(0.0).at[1].set(1.0)   # corners of the box
     logits_fn = linear_model(seed)
-    out = run_square(logits_fn, x, logits_fn(x).argmax(-1), jax.random.key(seed), eps)
-    assert float(jnp.abs(out.x_adv - x).max()) <= eps + 1e-6
-    assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
+    for norm, radius in (('linf', eps), ('l2', 4 * eps)):
+      out = run_square(logits_fn, x, logits_fn(x).argmax(-1), jax.random.key(seed), radius, norm=norm)
+      delta = (out.x_adv - x).reshape(len(x), -1)
+      size = jnp.abs(delta).max(-1) if norm == 'linf' else jnp.sqrt((delta ** 2).sum(-1))
+      assert float(size.max()) <= radius + 1e-5, norm
+      assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
 
 
-def test_beats_pgd_when_gradients_are_masked():
+def test_l2_sides_follow_the_official_schedule():
+  h, w, c = SHAPE
+  for it in (0, 11, 51, 201, 3000):
+    side = max(int(round(np.sqrt(official_p_selection(it) * c * h * w / c))), 3)
+    side = min(side + (side % 2 == 0), h, w)
+    assert int(square_side(it, SHAPE, norm='l2')) == side
+
+
+@pytest.mark.parametrize('norm, eps', [('linf', 0.1), ('l2', 0.6)])
+def test_beats_pgd_when_gradients_are_masked(norm, eps):
   logits_fn = linear_model(1, quantise=True)
   x = batch(1, 32)
   y = logits_fn(x).argmax(-1)
-  eps, key = 0.1, jax.random.key(2)
+  key = jax.random.key(2)
   accuracy = lambda x_adv: float((logits_fn(x_adv).argmax(-1) == y).mean())
-  pgd_out = jax.jit(lambda x, y: pgd(logits_fn, x, y, key, eps=eps, step_size=eps / 4, steps=20))(x, y)
-  square_out = run_square(logits_fn, x, y, key, eps)
+  pgd_out = jax.jit(lambda x, y: pgd(logits_fn, x, y, key, eps=eps, step_size=eps / 4, steps=20, norm=norm))(x, y)
+  square_out = run_square(logits_fn, x, y, key, eps, norm=norm)
   assert accuracy(square_out.x_adv) <= accuracy(pgd_out.x_adv) - 0.4, (accuracy(square_out.x_adv),
                                                                        accuracy(pgd_out.x_adv))
 

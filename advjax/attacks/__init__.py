@@ -14,16 +14,17 @@ PGD-10 with tau 2 on a model of your own, then its worst case over the standard 
   out.x_adv, out.steps                    # the adversarial batch, each example's gradient steps
   worst = attacks.autoattack(logits_fn, x, y, jax.random.key(1), eps=8 / 255).x_adv
 
-Attacks are built from `parts` (per-example keys, starts, the signed step, the projection) and `losses` (what the
+Attacks are built from `parts` (per-example keys, starts, the ascent step, the projection, L-inf or L2) and `losses` (what the
 attacker maximises), so a new attack is a few lines: see `iterative.pgd`.
 """
 from advjax.attacks import losses, parts
 from advjax.attacks.auto_pgd import apgd, apgd_targeted
 from advjax.attacks.auto_attack import autoattack
-from advjax.attacks.fab import fab_targeted
+from advjax.attacks.fab_attack import fab, fab_targeted
 from advjax.attacks.iterative import (AttackOutput, compaction_sizes, early_stopped_pgd, fgsm, fosc, per_example_pgd,
                                       pgd, pgd_fosc, pgd_k_tau)
 from advjax.attacks.square_attack import square
 
-__all__ = ['AttackOutput', 'apgd', 'apgd_targeted', 'autoattack', 'compaction_sizes', 'early_stopped_pgd',
-           'fab_targeted', 'fgsm', 'fosc', 'per_example_pgd', 'pgd', 'pgd_fosc', 'pgd_k_tau', 'square', 'losses', 'parts']
+__all__ = ['AttackOutput', 'apgd', 'apgd_targeted', 'autoattack', 'compaction_sizes', 'early_stopped_pgd', 'fab',
+           'fab_targeted', 'fgsm', 'fosc', 'per_example_pgd', 'pgd', 'pgd_fosc', 'pgd_k_tau', 'square', 'losses',
+           'parts']

@@ -1,4 +1,5 @@
-"""Iterative L-inf gradient attacks: FGSM, PGD-K (with restarts) and early-stopped PGD: FAT's PGD-K-tau, DAT's FOSC.
+"""Iterative gradient attacks under L-inf or L2: FGSM, PGD-K (with restarts) and early-stopped PGD: FAT's PGD-K-tau,
+DAT's FOSC (L-inf).
 
 All are pure functions of (logits_fn, x, y, key, ...) that jit, vmap and nest inside a jitted train step. Inputs
 live in [0, 1]; `logits_fn` is any closure x -> logits (a Flax model in eval mode, a Haiku function, ...).
@@ -36,16 +37,17 @@ def _threaded_loss_and_grad(forward, objective, x_adv, model_state):
   return logits, grad, state
 
 
-def _start(logits_fn, x, y, key, loss, eps, init, clip_init):
+def _start(logits_fn, x, y, key, loss, eps, init, clip_init, norm):
   keys = parts.example_keys(key, x.shape[0])
   init_keys, noise_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
   objective = loss(logits_fn, x, y)
-  return objective, parts.random_start(init_keys, x, eps, init, clip_init), noise_keys
+  return objective, parts.random_start(init_keys, x, eps, init, clip_init, norm), noise_keys
 
 
 def pgd(logits_fn, x, y, key, *, eps, step_size, steps, loss=losses.cross_entropy, init='uniform',
-        clip_init=True, noise_std=0.0, restarts=1, model_state=None):
-  """PGD-K under L-inf (Madry et al.): `steps` signed ascent steps on `loss`, projected after each.
+        clip_init=True, noise_std=0.0, restarts=1, model_state=None, norm='linf'):
+  """PGD-K (Madry et al.): `steps` ascent steps on `loss` (signed under L-inf, normalised under L2: `norm`),
+  projected after each.
 
   Args:
     eps, step_size: scalars or per-example (B,) arrays.
@@ -65,12 +67,12 @@ def pgd(logits_fn, x, y, key, *, eps, step_size, steps, loss=losses.cross_entrop
 
   def run(key):
     objective, x_adv, noise_keys = _start(lambda v: forward(v, model_state)[0], x, y, key, loss, eps, init,
-                                          clip_init)
+                                          clip_init, norm)
 
     def body(k, carry):
       x_adv, state = carry
       _, grad, state = _threaded_loss_and_grad(forward, objective, x_adv, state)
-      return parts.signed_step(x_adv, x, grad, eps=eps, step_size=step_size,
+      return parts.ascent_step(x_adv, x, grad, eps=eps, step_size=step_size, norm=norm,
                                noise_keys=parts.fold_in(noise_keys, k), noise_std=noise_std), state
 
     x_adv, state = jax.lax.fori_loop(0, steps, body, (x_adv, model_state))
@@ -100,9 +102,9 @@ def pgd(logits_fn, x, y, key, *, eps, step_size, steps, loss=losses.cross_entrop
   return AttackOutput(jax.lax.stop_gradient(best[0]), all_steps)
 
 
-def fgsm(logits_fn, x, y, key, *, eps, loss=losses.cross_entropy, init='none'):
-  """FGSM (Goodfellow et al.): one signed step of size eps, from x unless a random start is asked for."""
-  return pgd(logits_fn, x, y, key, eps=eps, step_size=eps, steps=1, loss=loss, init=init)
+def fgsm(logits_fn, x, y, key, *, eps, loss=losses.cross_entropy, init='none', norm='linf'):
+  """FGSM (Goodfellow et al.; FGM under L2): one step of size eps, from x unless a random start is asked for."""
+  return pgd(logits_fn, x, y, key, eps=eps, step_size=eps, steps=1, loss=loss, init=init, norm=norm)
 
 
 class _LoopState(NamedTuple):
@@ -123,15 +125,15 @@ def compaction_sizes(batch_size, min_size):
 
 def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule, rule_state=None,
                       loss=losses.cross_entropy, init='uniform', clip_init=True, noise_std=0.0, budget=None,
-                      compact_min_size=16, check_start=False, start_eps=None):
+                      compact_min_size=16, check_start=False, start_eps=None, norm='linf'):
   """PGD in which each example stops for good once `stop_rule` says so: the loop behind PGD-K-tau, FOSC stopping
   and per-example step budgets.
 
   Every iteration evaluates the model and the gradient at the current points, asks
   `stop_rule(k, rule_state, examples, x_adv, logits, grad) -> (stop, rule_state)` which examples stop there, and
-  takes one signed step for the others. `examples` holds the per-example inputs (x, y, eps, ...) aligned with
-  x_adv, and `rule_state` is a pytree of per-example (B, ...) arrays. The loop ends when no example is active or
-  `steps` iterations ran.
+  takes one ascent step (signed under L-inf) for the others. `examples` holds the per-example inputs (x, y, eps,
+  ...) aligned with x_adv, and `rule_state` is a pytree of per-example (B, ...) arrays. The loop ends when no
+  example is active or `steps` iterations ran.
 
   Compaction: since the active set only shrinks, the loop runs at static batch sizes B, B/2, B/4, ... down to
   `compact_min_size` (0: never), each a `lax.while_loop`; when the active examples fit the next size they are
@@ -157,7 +159,7 @@ def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule,
   broadcast = lambda v, dtype: zeros.astype(dtype) + jnp.asarray(v, dtype)   # a (B,) array from a scalar or (B,)
   examples = dict(x=x, y=y, eps=broadcast(eps, x.dtype), step_size=broadcast(step_size, x.dtype),
                   noise_keys=noise_keys, budget=broadcast(steps if budget is None else budget, jnp.int32))
-  x_start = parts.random_start(init_keys, x, eps if start_eps is None else start_eps, init, clip_init)
+  x_start = parts.random_start(init_keys, x, eps if start_eps is None else start_eps, init, clip_init, norm)
   start = _LoopState(jnp.int32(0), x_start, rule_state, zeros == 0, zeros)
   if check_start:
     stop, rule_state = stop_rule(0, rule_state, examples, x_start, logits_fn(x_start), None)
@@ -170,7 +172,7 @@ def early_stopped_pgd(logits_fn, x, y, key, *, eps, step_size, steps, stop_rule,
       stop = stop & (s.k > 0)
       rule_state = jax.tree.map(lambda new, old: jnp.where(s.k > 0, new, old), rule_state, s.rule_state)
     active = s.active & ~stop & (s.k < ex['budget'])
-    stepped = parts.signed_step(s.x_adv, ex['x'], grad, eps=ex['eps'], step_size=ex['step_size'],
+    stepped = parts.ascent_step(s.x_adv, ex['x'], grad, eps=ex['eps'], step_size=ex['step_size'], norm=norm,
                                 noise_keys=parts.fold_in(ex['noise_keys'], s.k), noise_std=noise_std)
     x_adv = jnp.where(parts.per_example(active, ex['x']), stepped, s.x_adv)
     return _LoopState(s.k + 1, x_adv, rule_state, active, s.steps + active)
@@ -264,7 +266,7 @@ def pgd_fosc(logits_fn, x, y, key, *, eps, step_size, steps, threshold, referenc
   """
   if reference not in ('clean', 'start'):
     raise ValueError(f"reference must be 'clean' or 'start', got {reference!r}")
-  origin = x if reference == 'clean' else _start(logits_fn, x, y, key, loss, eps, init, clip_init)[1]
+  origin = x if reference == 'clean' else _start(logits_fn, x, y, key, loss, eps, init, clip_init, 'linf')[1]
 
   def fosc_rule(k, origin, examples, x_adv, logits, grad):
     del logits

@@ -1,4 +1,4 @@
-"""The small parts attacks are built from: per-example keys, starts, the signed step and the projection.
+"""The small parts attacks are built from: per-example keys, starts, the ascent step and the projection (L-inf or L2).
 
 Hyperparameters (eps, step size) may be scalars or arrays with one value per example.
 """
@@ -39,21 +39,40 @@ def normal_noise(keys, x):
   return jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys)
 
 
-def clip_to_ball(x_adv, x, eps):
-  """Projection onto the L-inf ball of radius eps around x, intersected with the pixel box [0, 1]."""
+NORMS = ('linf', 'l2')
+
+
+def l2_norm(v):
+  """Per-example L2 norm of a batch, shaped (B,)."""
+  return jnp.sqrt((v.reshape(v.shape[0], -1) ** 2).sum(-1))
+
+
+def project(x_adv, x, eps, norm='linf'):
+  """Projection onto the `norm` ball of radius eps around x (L2: x' - x rescaled to at most eps), then onto the
+  pixel box [0, 1]."""
+  if norm == 'l2':
+    scale = jnp.minimum(1.0, jnp.asarray(eps, x.dtype) / jnp.maximum(l2_norm(x_adv - x), 1e-12))
+    return jnp.clip(x + (x_adv - x) * per_example(scale, x), 0.0, 1.0)
   eps = per_example(eps, x)
   return jnp.clip(jnp.clip(x_adv, x - eps, x + eps), 0.0, 1.0)
 
 
-def random_start(keys, x, eps, kind, clip=True):
+def random_start(keys, x, eps, kind, clip=True, norm='linf'):
   """The attack's starting point.
 
-  kind: 'uniform' x + U(-eps, eps) (Madry, FAT), 'gaussian' x + 0.001 N(0, I) (TRADES, FAT-TRADES, MART) or 'none'.
+  kind: 'uniform' a point drawn uniformly from the `norm` ball (L-inf: x + U(-eps, eps), Madry, FAT; L2: a normal
+  direction at radius eps u^(1/d)), 'gaussian' x + 0.001 N(0, I) (TRADES, FAT-TRADES, MART) or 'none'.
   clip: clip the start to [0, 1] (FAT's training attacks do; TRADES leaves it unclipped until the first step).
   """
   if kind == 'none':
     return x
-  if kind == 'uniform':
+  if kind == 'uniform' and norm == 'l2':
+    direction = normal_noise(keys, x)
+    dims = direction[0].size
+    radius = jnp.asarray(eps, x.dtype) * jax.vmap(lambda k: jax.random.uniform(k, (), x.dtype))(
+        fold_in(keys, 1)) ** (1.0 / dims)
+    start = x + direction / per_example(l2_norm(direction), x) * per_example(radius, x)
+  elif kind == 'uniform':
     eps = per_example(eps, x)
     start = x + uniform_noise(keys, x, -eps, eps)
   elif kind == 'gaussian':
@@ -63,9 +82,14 @@ def random_start(keys, x, eps, kind, clip=True):
   return jnp.clip(start, 0.0, 1.0) if clip else start
 
 
-def signed_step(x_adv, x, grad, *, eps, step_size, noise_keys=None, noise_std=0.0):
-  """x' <- clip01(proj_eps(x' + step * sign(g) + noise_std * N(0, I))): one L-inf ascent step (FAT adds the noise)."""
-  x_next = x_adv + per_example(step_size, x) * jnp.sign(grad)
+def ascent_step(x_adv, x, grad, *, eps, step_size, norm='linf', noise_keys=None, noise_std=0.0):
+  """x' <- clip01(proj_eps(x' + step * d + noise_std * N(0, I))): one ascent step along d = sign(g) (L-inf) or
+  g / ||g||_2 (L2), projected (FAT adds the noise)."""
+  if norm == 'l2':
+    direction = grad / per_example(jnp.maximum(l2_norm(grad), 1e-12), x)
+  else:
+    direction = jnp.sign(grad)
+  x_next = x_adv + per_example(step_size, x) * direction
   if noise_std:
     x_next = x_next + noise_std * normal_noise(noise_keys, x)
-  return clip_to_ball(x_next, x, eps)
+  return project(x_next, x, eps, norm)

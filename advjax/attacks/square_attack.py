@@ -1,21 +1,25 @@
-"""Square attack under L-inf (Andriushchenko et al., ECCV 2020): a score-based black-box attack that needs only logits.
+"""Square attack under L-inf and L2 (Andriushchenko et al., ECCV 2020): a score-based black-box attack that needs
+only logits.
 
 Follows `SquareAttack` of fra31/auto-attack (autoattack/square.py) as AutoAttack's standard cascade runs it: margin
 loss on logits, p_init 0.8, 5000 queries, 1 restart, `resc_schedule=False`. Only examples classified correctly at x
 are attacked. Each starts from vertical stripes x + eps * (+-1 per column and channel); at iteration i, one square of
 side s(p(i)) is pushed to x_best +- 2 eps (one sign per channel), projected to the eps-ball and [0, 1], and kept when
-the margin z_y - max_{j != y} z_j falls; an example stops once its margin is <= 0. As in `perturb`, the returned
+the margin z_y - max_{j != y} z_j falls; an example stops once its margin is <= 0. Under L2 (the official L2 branch)
+the start is a grid of eta-pattern squares of side h // 5 on the eps-sphere, and each iteration writes a new pattern
+into one odd-sided window and empties a second, redistributing the norm (`_propose_l2`). As in `perturb`, the returned
 point is x_best where it is misclassified and the clean x elsewhere. `steps` counts the queries of the run, as the
 official `n_queries`: 1 for the start plus 1 per iteration the example was still attacked (0 for examples
 misclassified at x), so at most n_queries + 1 per restart. Deliberate difference: the official draws one square
-position and one sign vector per iteration for the whole batch; here each example draws its own from its own key
-(the same per-example distribution), so an example's result does not depend on its batch or how it is split.
+position and one sign vector per iteration for the whole batch; here each example draws its own from its own key (the
+same per-example distribution), so an example's result does not depend on its batch or how it is split.
 """
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from advjax.attacks import parts
 from advjax.attacks.losses import logit_margin
@@ -25,17 +29,45 @@ from advjax.attacks.iterative import AttackOutput
 _P_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def square_side(i, image_shape, p_init=0.8):
-  """Side s of the square at iteration i (int or array) for NHWC images of `image_shape` = (H, W, C).
+def _stage(i):
+  """The schedule stage k of iteration i (int or array): p = p_init / 2**k."""
+  return (jnp.asarray(i)[..., None] > jnp.asarray(_P_BOUNDS)).sum(-1)
 
-  s = max(round(sqrt(p * n_features / c)), 1) per schedule stage, computed in float64 Python with its
-  round-half-to-even exactly as the official does, then looked up by stage, so a traced i gives the same sizes.
-  """
+
+def _sides(image_shape, p_init, norm):
+  """The square side of each stage, computed in float64 Python with its round-half-to-even as the official does:
+  L-inf s = max(round(sqrt(p n_features / c)), 1); L2 at least 3 and odd; both at most min(h, w)."""
   h, w, c = image_shape
-  n_features = c * h * w
-  sides = [max(int(round(math.sqrt(p_init / 2 ** k * n_features / c))), 1) for k in range(len(_P_BOUNDS) + 1)]
-  stage = (jnp.asarray(i)[..., None] > jnp.asarray(_P_BOUNDS)).sum(-1)
-  return jnp.asarray(sides, jnp.int32)[stage]
+  sides = []
+  for k in range(len(_P_BOUNDS) + 1):
+    side = int(round(math.sqrt(p_init / 2 ** k * c * h * w / c)))
+    side = max(side, 1) if norm == 'linf' else max(side, 3) + (max(side, 3) % 2 == 0)
+    sides.append(min(side, h, w))
+  return sides
+
+
+def square_side(i, image_shape, p_init=0.8, norm='linf'):
+  """Side s of the square at iteration i (int or array) for NHWC images of `image_shape` = (H, W, C), looked up by
+  stage so that a traced i gives the same sizes."""
+  return jnp.asarray(_sides(image_shape, p_init, norm), jnp.int32)[_stage(i)]
+
+
+def _eta_rectangles(rows, cols):
+  """The official L2 `eta_rectangles`: nested rectangles weighted 1 / (k + 1)^2 around the centre, unit L2 norm."""
+  delta = np.zeros([rows, cols])
+  row, col = rows // 2, cols // 2
+  for k in range(max(rows // 2 + 1, cols // 2 + 1)):
+    delta[max(row, 0):min(row + 2 * k + 1, rows), max(0, col):min(col + 2 * k + 1, cols)] += 1.0 / (k + 1) ** 2
+    row, col = row - 1, col - 1
+  return delta / max(np.sqrt((delta ** 2).sum()), 1e-300)
+
+
+def eta(side):
+  """The official L2 `eta(s)` before its random transposition: rectangles in the top half, their negative below."""
+  delta = np.zeros([side, side])
+  delta[:side // 2] = _eta_rectangles(side // 2, side)
+  delta[side // 2:] = -_eta_rectangles(side - side // 2, side)
+  return delta / np.sqrt((delta ** 2).sum())
 
 
 def _rows(mask, x):
@@ -64,7 +96,78 @@ def _propose(x_best, x, keys, side, eps):
   in_cols = (jnp.arange(w) >= col[:, None]) & (jnp.arange(w) < col[:, None] + side)   # (B, W)
   square = in_rows[:, :, None, None] & in_cols[:, None, :, None]
   delta = jnp.where(square, 2 * parts.per_example(eps, x) * sign[:, None, None, :], 0.0)
-  return parts.clip_to_ball(x_best + delta, x, eps)
+  return parts.project(x_best + delta, x, eps)
+
+
+def _l2_normalize(v):
+  return v / (jnp.sqrt((v ** 2).sum((1, 2, 3), keepdims=True)) + 1e-12)
+
+
+def _pattern(key, side):
+  """eta(side), transposed with probability 1/2 (the official draw), as a (side, side) array."""
+  table = jnp.asarray(eta(side))
+  return jnp.where(jax.random.uniform(key) > 0.5, table.T, table)
+
+
+def _l2_start(x, keys, eps):
+  """The official L2 start: a grid of (h // 5)-squares, each eta(s) with a random sign per channel, scaled to the
+  sphere of radius eps and clipped (the grid starts (h - 5 s) // 2 in and is cut at the image border). Images under
+  5 pixels high, where the official code divides by zero, get side 1."""
+  _, h, w, c = x.shape
+  side = max(h // 5, 1)
+  offset = (h - 5 * side) // 2
+  delta = jnp.zeros_like(x)
+  for bi in range(h // side):
+    for bj in range(w // side):
+      keys, block_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+      k_pattern, k_sign = jnp.moveaxis(jax.vmap(jax.random.split)(block_keys), 1, 0)
+      pattern = jax.vmap(lambda k: _pattern(k, side))(k_pattern).astype(x.dtype)
+      sign = jax.vmap(lambda k: jax.random.rademacher(k, (c,), x.dtype))(k_sign)
+      top, left = offset + bi * side, offset + bj * side
+      rows, cols = min(side, h - top), min(side, w - left)
+      if rows > 0 and cols > 0:
+        block = pattern[:, :rows, :cols, None] * sign[:, None, None, :]
+        delta = delta.at[:, top:top + rows, left:left + cols, :].add(block)
+  return jnp.clip(x + _l2_normalize(delta) * parts.per_example(eps, x), 0.0, 1.0)
+
+
+def _window(row, col, side, h, w):
+  """(B, H, W, 1) masks of the side x side windows at (row, col)."""
+  in_rows = (jnp.arange(h) >= row[:, None]) & (jnp.arange(h) < row[:, None] + side)
+  in_cols = (jnp.arange(w) >= col[:, None]) & (jnp.arange(w) < col[:, None] + side)
+  return in_rows[:, :, None, None] & in_cols[:, None, :, None]
+
+
+def _propose_l2(x_best, x, keys, i, eps, p_init):
+  """The official L2 iteration per example: a new eta-pattern square in window 1 (plus the old perturbation there,
+  renormalised), window 2 emptied, the mass taken from the window norms and what the eps-sphere has left; then
+  x + eps * delta / ||delta||, clipped."""
+  _, h, w, c = x.shape
+  sides = _sides(x.shape[1:], p_init, 'l2')
+  largest = max(sides)
+  tables = jnp.asarray(np.stack([np.pad(eta(s), ((0, largest - s), (0, largest - s))) for s in sides]), x.dtype)
+  stage = _stage(i)
+  side = jnp.asarray(sides, jnp.int32)[stage]
+
+  def draw(key):
+    k = jax.random.split(key, 6)
+    return (_random_int(k[0], h - side), _random_int(k[1], w - side), _random_int(k[2], h - side),
+            _random_int(k[3], w - side), jax.random.rademacher(k[4], (c,), x.dtype), jax.random.uniform(k[5]) > 0.5)
+
+  row, col, row2, col2, sign, flip = jax.vmap(draw)(keys)
+  first, second = _window(row, col, side, h, w), _window(row2, col2, side, h, w)
+  delta = x_best - x
+  window_norm = lambda v, mask: jnp.sqrt((jnp.where(mask, v, 0.0) ** 2).sum((1, 2), keepdims=True))   # per channel
+  image_norm = jnp.sqrt((delta ** 2).sum((1, 2, 3), keepdims=True))
+  table = jnp.where(flip[:, None, None], tables[stage].T[None], tables[stage][None])   # (B, largest, largest)
+  at = lambda n, start: jnp.clip(jnp.arange(n)[None, :] - start[:, None], 0, largest - 1)
+  placed = jax.vmap(lambda t, r, q: t[r[:, None], q[None, :]])(table, at(h, row), at(w, col))
+  new = placed[..., None] * sign[:, None, None, :] + delta / (1e-12 + window_norm(delta, first))
+  eps_b = parts.per_example(eps, x)
+  scale = jnp.sqrt(jnp.maximum(eps_b ** 2 - image_norm ** 2, 0.0) / c + window_norm(delta, first | second) ** 2)
+  new = new / (1e-12 + window_norm(new, first)) * scale
+  delta = jnp.where(first, new, jnp.where(second, 0.0, delta))
+  return jnp.clip(x + _l2_normalize(delta) * eps_b, 0.0, 1.0)
 
 
 class _RunState(NamedTuple):
@@ -74,18 +177,25 @@ class _RunState(NamedTuple):
   queries: jax.Array
 
 
-def _single_run(logits_fn, x, y, keys, todo, *, eps, n_queries, p_init):
-  """The official `attack_single_run` (Linf branch) on the examples in `todo`; the others stay at x, unqueried."""
+def _single_run(logits_fn, x, y, keys, todo, *, eps, n_queries, p_init, norm):
+  """The official `attack_single_run` (`norm` branch) on the examples in `todo`; the others stay at x, unqueried."""
   start_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
-  stripes = jax.vmap(lambda k: jax.random.rademacher(k, (1,) + x.shape[2:], x.dtype))(start_keys)
-  x_best = jnp.where(_rows(todo, x), jnp.clip(x + parts.per_example(eps, x) * stripes, 0.0, 1.0), x)
+  if norm == 'linf':
+    stripes = jax.vmap(lambda k: jax.random.rademacher(k, (1,) + x.shape[2:], x.dtype))(start_keys)
+    start = jnp.clip(x + parts.per_example(eps, x) * stripes, 0.0, 1.0)
+  else:
+    start = _l2_start(x, start_keys, eps)
+  x_best = jnp.where(_rows(todo, x), start, x)
   margin = jnp.where(todo, logit_margin(logits_fn(x_best), y), 0.0)   # 0: never active
   queries = todo.astype(jnp.int32)
 
   def body(s):
     active = s.margin > 0
-    side = square_side(s.i, x.shape[1:], p_init)
-    x_new = _propose(s.x_best, x, parts.fold_in(loop_keys, s.i), side, eps)
+    step_keys = parts.fold_in(loop_keys, s.i)
+    if norm == 'linf':
+      x_new = _propose(s.x_best, x, step_keys, square_side(s.i, x.shape[1:], p_init), eps)
+    else:
+      x_new = _propose_l2(s.x_best, x, step_keys, s.i, eps, p_init)
     margin = logit_margin(logits_fn(x_new), y)
     # With the margin loss the official "improved or misclassified" is just "lower margin" for active examples.
     better = active & (margin < s.margin)
@@ -99,8 +209,8 @@ def _single_run(logits_fn, x, y, keys, todo, *, eps, n_queries, p_init):
   return final.x_best, final.queries
 
 
-def square(logits_fn, x, y, key, *, eps, n_queries=5000, p_init=0.8, restarts=1):
-  """Square attack, L-inf, as AutoAttack's standard version (see the module doc).
+def square(logits_fn, x, y, key, *, eps, n_queries=5000, p_init=0.8, restarts=1, norm='linf'):
+  """Square attack under L-inf or L2 (`norm`), as AutoAttack's standard version (see the module doc).
 
   Args:
     x: NHWC batch in [0, 1]; y: (B,) labels.
@@ -117,7 +227,7 @@ def square(logits_fn, x, y, key, *, eps, n_queries=5000, p_init=0.8, restarts=1)
   x_adv, queries = x, jnp.zeros_like(y, jnp.int32)
   for r in range(restarts):
     x_best, used = _single_run(logits_fn, x, y, parts.fold_in(keys, r), robust, eps=eps, n_queries=n_queries,
-                               p_init=p_init)
+                               p_init=p_init, norm=norm)
     broken = robust & (logits_fn(x_best).argmax(-1) != y)   # as `perturb`, keep only points that are misclassified
     x_adv = jnp.where(_rows(broken, x), x_best, x_adv)
     robust, queries = robust & ~broken, queries + used

@@ -165,7 +165,7 @@ def las_step(model, tx, config, key):
       (_, (logits, stats)), grad = jax.value_and_grad(total, has_aux=True)(x_adv)
       stepping = (logits.argmax(-1) == y) if l.reward_early_stop else jnp.ones_like(y, bool)
       done = jax.lax.psum(stepping.sum(), ts.AXIS) == 0
-      stepped = parts.signed_step(x_adv, x, grad, eps=l.reward_eps, step_size=l.reward_step_size)
+      stepped = parts.ascent_step(x_adv, x, grad, eps=l.reward_eps, step_size=l.reward_step_size)
       return k + 1, jnp.where(parts.per_example(stepping, x), stepped, x_adv), stats, done
 
     def run(r, stats):

@@ -145,7 +145,7 @@ def mart_loss(config):
 def _attack_settings(config):
   a = config.attack
   return dict(eps=a.eps, step_size=a.step_size, loss=losses.get(a.loss, a.kappa), init=a.init,
-              clip_init=a.clip_init, noise_std=a.noise_std)
+              clip_init=a.clip_init, noise_std=a.noise_std, norm=a.norm)
 
 
 def pgd_attack(config):

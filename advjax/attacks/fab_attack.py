@@ -73,12 +73,60 @@ def projection_linf(points, w, b):
   return d * nonzero
 
 
+def projection_l2(points, w, b):
+  """Smallest L2 step d with w.(points + d) = b and points + d in [0, 1], per row: `projection_l2`, transcribed.
+
+  Moving along -w, coordinate i hits the box at r_i; sorted by r, the hyperplane offset reached is piecewise linear
+  (slopes: the squared weights of the coordinates not yet at the box), and a bisection finds the piece that meets
+  b; coordinates past their r_i stay at the box. Where the box misses the hyperplane, d goes to the box corner.
+  """
+  huge = 1e12
+  c = (w * points).sum(1) - b
+  side = jnp.where(c >= 0, 1.0, -1.0).astype(w.dtype)
+  w, c = w * side[:, None], c * side
+  moving = jnp.abs(w) > 1e-8
+  r = jnp.clip(jnp.maximum(points / w, (points - 1) / w), -huge, huge)
+  r = jnp.where(~moving | (r == -huge), huge, r)
+  order = jnp.argsort(r, axis=1)
+  rs = jnp.take_along_axis(r, order, 1)
+  rs2 = jnp.pad(rs[:, 1:], ((0, 0), (0, 1)))
+  rs, rs2 = jnp.where(rs == huge, 0.0, rs), jnp.where(rs2 == huge, 0.0, rs2)
+  w3s = jnp.take_along_axis(w ** 2, order, 1)
+  w5 = w3s.sum(1, keepdims=True)
+  ws = w5 - jnp.cumsum(w3s, 1)
+  d = -(r * w) * moving
+  s = jnp.concatenate([-w5 * rs[:, :1], jnp.cumsum((rs - rs2) * ws, 1) - w5 * rs[:, :1]], 1)
+  to_plane = s[:, 0] + c < 0            # the plane is reached before any coordinate hits the box
+  at_corner = (d * w).sum(1) + c > 0    # the box misses the plane
+  between = ~(to_plane | at_corner)
+
+  low = jnp.zeros(points.shape[:1], points.dtype)
+  high = low + points.shape[1] - 1
+  for _ in range(math.ceil(math.log2(points.shape[1]))):   # the official bisection, run on every row
+    mid = jnp.floor((low + high) / 2)
+    short = _take(s, mid.astype(jnp.int32)) + c > 0
+    low, high = jnp.where(short, mid, low), jnp.where(short, high, mid)
+  low = low.astype(jnp.int32)
+
+  # As in the official code, rows not selected below may divide by zero; their values are unused.
+  alpha_plane = c / w5[:, 0]
+  ws_low = _take(ws, low)
+  alpha = jnp.where(ws_low == 0, 0.0, (_take(s, low) + c) / ws_low + _take(rs, low))
+  past = (alpha[:, None] > r).astype(points.dtype)
+  d_between = d * past - alpha[:, None] * w * (1 - past)
+  d = jnp.where(to_plane[:, None], -alpha_plane[:, None] * w, jnp.where(between[:, None], d_between, d))
+  return d * moving
+
+
+PROJECTIONS = {'linf': projection_linf, 'l2': projection_l2}
+
+
 def _flat(v):
   return v.reshape(v.shape[0], -1)
 
 
-def _linf_norm(v):
-  return jnp.abs(_flat(v)).max(1)
+def _norm(v, norm):
+  return jnp.abs(_flat(v)).max(1) if norm == 'linf' else jnp.sqrt((_flat(v) ** 2).sum(1))
 
 
 def _margin_and_grad(logits_fn, x, y, target):
@@ -89,43 +137,86 @@ def _margin_and_grad(logits_fn, x, y, target):
     return margin.sum(), margin
 
   (_, margin), grad = jax.value_and_grad(total, has_aux=True)(x)
-  return margin, grad
+  return margin.astype(x.dtype), grad   # logits of another precision (bf16) must not change the iterates' dtype
 
 
-def _fab_step(x_cur, x, margin, grad, alpha_max, eta):
+def _fab_step(x_cur, x, margin, grad, alpha_max, eta, norm):
   """Projects x_cur and the clean x onto the linearised boundary {z: margin + grad.(z - x_cur) = 0} and returns the
   alpha-weighted mix of the two eta-extrapolated projections, clipped to the box."""
   w = _flat(grad)
   b = (w * _flat(x_cur)).sum(1) - margin
-  d_cur = projection_linf(_flat(x_cur), w, b).reshape(x.shape)
-  d_clean = projection_linf(_flat(x), w, b).reshape(x.shape)
-  n_cur, n_clean = jnp.maximum(_linf_norm(d_cur), 1e-8), jnp.maximum(_linf_norm(d_clean), 1e-8)
+  d_cur = PROJECTIONS[norm](_flat(x_cur), w, b).reshape(x.shape)
+  d_clean = PROJECTIONS[norm](_flat(x), w, b).reshape(x.shape)
+  n_cur, n_clean = jnp.maximum(_norm(d_cur, norm), 1e-8), jnp.maximum(_norm(d_clean, norm), 1e-8)
   alpha = parts.per_example(jnp.clip(n_cur / (n_cur + n_clean), 0.0, alpha_max), x)
   return jnp.clip((x_cur + eta * d_cur) * (1 - alpha) + (x + eta * d_clean) * alpha, 0.0, 1.0)
 
 
-def _target_run(logits_fn, x, y, target, *, steps, alpha_max, eta, beta):
-  """One FAB run toward `target` from the clean point: the smallest misclassified point found and its L-inf distance
-  to x (_NOT_FOUND, with x itself, where none was)."""
+def _closest_boundary(logits_fn, x, y, norm):
+  """The untargeted `get_diff_logits_grads_batch` and class choice: per example, z_j - z_y and its gradient for the
+  class j whose linearised boundary is nearest, |z_j - z_y| / ||grad||_dual (L1 for L-inf, L2 for L2)."""
+  logits, vjp = jax.vjp(logits_fn, x)
+  classes = jnp.eye(logits.shape[-1], dtype=logits.dtype)
+  # One cotangent per class, made from the logits so that it varies like them inside shard_map: (B, C, ...) grads.
+  grads = jnp.moveaxis(jax.vmap(lambda e: vjp(jnp.zeros_like(logits) + e)[0])(classes), 0, 1)
+  rows = jnp.arange(x.shape[0])
+  diff = (logits - logits[rows, y][:, None]).at[rows, y].set(1e10)
+  diff_grads = grads - grads[rows, y][:, None]
+  flat = diff_grads.reshape(diff_grads.shape[:2] + (-1,))
+  dual = jnp.abs(flat).sum(-1) if norm == 'linf' else jnp.sqrt((flat ** 2).sum(-1))
+  nearest = jnp.argmin(jnp.abs(diff) / (1e-12 + dual), axis=1)
+  return diff[rows, nearest].astype(x.dtype), diff_grads[rows, nearest]
+
+
+def _target_run(logits_fn, x, y, target, *, steps, alpha_max, eta, beta, norm, start=None):
+  """One FAB run from the clean point (or `start`), toward `target` (None: the nearest boundary at each step): the
+  smallest misclassified point found and its `norm` distance to x (_NOT_FOUND, with x itself, where none was)."""
   def body(_, state):
     x_cur, best_x, best_norm = state
-    margin, grad = _margin_and_grad(logits_fn, x_cur, y, target)
-    x_cur = _fab_step(x_cur, x, margin, grad, alpha_max, eta)
+    if target is None:
+      margin, grad = _closest_boundary(logits_fn, x_cur, y, norm)
+    else:
+      margin, grad = _margin_and_grad(logits_fn, x_cur, y, target)
+    x_cur = _fab_step(x_cur, x, margin, grad, alpha_max, eta, norm)
     is_adv = logits_fn(x_cur).argmax(-1) != y
-    norm = _linf_norm(x_cur - x)
-    better = is_adv & (norm < best_norm)
+    distance = _norm(x_cur - x, norm)
+    better = is_adv & (distance < best_norm)
     best_x = jnp.where(parts.per_example(better, x), x_cur, best_x)
-    best_norm = jnp.where(better, norm, best_norm)
+    best_norm = jnp.where(better, distance, best_norm)
     x_cur = jnp.where(parts.per_example(is_adv, x), x + (x_cur - x) * beta, x_cur)   # the backward step
     return x_cur, best_x, best_norm
 
   not_found = jnp.zeros_like(y, x.dtype) + _NOT_FOUND     # made from y: varying like it inside shard_map
-  _, best_x, best_norm = jax.lax.fori_loop(0, steps, body, (x, x, not_found))
+  _, best_x, best_norm = jax.lax.fori_loop(0, steps, body, (x if start is None else start, x, not_found))
   return best_x, best_norm
 
 
-def fab_targeted(logits_fn, x, y, key, *, eps, steps=100, n_targets=9, alpha_max=0.1, eta=1.05, beta=0.9):
-  """FAB-T under L-inf with AutoAttack's standard settings (the cascade's 'fab-t').
+def fab(logits_fn, x, y, key, *, eps, steps=100, restarts=5, alpha_max=0.1, eta=1.05, beta=0.9, norm='linf'):
+  """Untargeted FAB under L-inf or L2, as AutoAttack's 'plus' version runs it ('fab', `perturb` with
+  targeted=False): each step heads for the nearest linearised boundary; the first restart starts at the clean
+  point, the others at x + eps / 2 * u / ||u|| (u uniform in [-1, 1] for L-inf, normal for L2), each on the points
+  still robust. Returns AttackOutput as `fab_targeted` does."""
+  keys = parts.example_keys(key, x.shape[0])
+  eps = jnp.zeros_like(y, x.dtype) + jnp.asarray(eps, x.dtype)
+  x_adv, robust, used = x, logits_fn(x).argmax(-1) == y, jnp.zeros_like(y, jnp.int32)
+  for r in range(restarts):
+    start = None
+    if r:
+      restart_keys = parts.fold_in(keys, r)
+      noise = (parts.uniform_noise(restart_keys, x, -1.0, 1.0) if norm == 'linf' else
+               parts.normal_noise(restart_keys, x))
+      start = jnp.clip(x + parts.per_example(eps / 2 / _norm(noise, norm), x) * noise, 0.0, 1.0)
+    best_x, best_norm = _target_run(logits_fn, x, y, None, steps=steps, alpha_max=alpha_max, eta=eta, beta=beta,
+                                    norm=norm, start=start)
+    broken = robust & (best_norm <= eps) & (logits_fn(best_x).argmax(-1) != y)
+    x_adv = jnp.where(parts.per_example(broken, x), best_x, x_adv)
+    used, robust = used + steps * robust, robust & ~broken
+  return AttackOutput(jax.lax.stop_gradient(x_adv), used)
+
+
+def fab_targeted(logits_fn, x, y, key, *, eps, steps=100, n_targets=9, alpha_max=0.1, eta=1.05, beta=0.9,
+                 norm='linf'):
+  """FAB-T under L-inf or L2 (`norm`) with AutoAttack's standard settings (the cascade's 'fab-t').
 
   Args:
     eps: the threat radius, scalar or per-example (B,): only points within it count as broken.
@@ -141,7 +232,7 @@ def fab_targeted(logits_fn, x, y, key, *, eps, steps=100, n_targets=9, alpha_max
   n_targets = min(n_targets, clean_logits.shape[-1] - 1)
   ranked = jnp.argsort(clean_logits, axis=-1)[:, ::-1]   # ranked[:, k]: the class with the (k+1)-th highest logit
   eps = jnp.zeros_like(y, x.dtype) + jnp.asarray(eps, x.dtype)
-  run_kw = dict(steps=steps, alpha_max=alpha_max, eta=eta, beta=beta)
+  run_kw = dict(steps=steps, alpha_max=alpha_max, eta=eta, beta=beta, norm=norm)
 
   def attack_target(k, state):
     x_adv, robust, used = state
