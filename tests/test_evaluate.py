@@ -52,6 +52,18 @@ def test_autoattack_is_no_weaker_than_its_parts(model_and_data):
   np.testing.assert_array_equal(np.asarray(out.x_adv)[robust], np.asarray(x)[robust])
 
 
+def test_autoattack_carries_only_the_survivors_when_compacting(model_and_data):
+  logits_fn, images, labels = model_and_data
+  x, y = jnp.asarray(images[:40], jnp.float32) / 255, jnp.asarray(labels[:40])
+  fn = lambda v: logits_fn({}, v)
+  run = lambda compact: jax.jit(lambda x, y: attacks.autoattack(
+      fn, x, y, jax.random.key(0), eps=0.1, steps=10, n_targets=3, square_queries=50, compact_min_size=compact))(x, y)
+  whole, compacted = run(0), run(10)   # sizes 40, 20, 10
+  np.testing.assert_array_equal(np.asarray(compacted.x_adv), np.asarray(whole.x_adv))
+  np.testing.assert_array_equal(np.asarray(compacted.steps), np.asarray(whole.steps))
+  assert 0 < int((fn(whole.x_adv).argmax(-1) == y).sum()) < 20   # the later stages ran on a smaller size
+
+
 def test_sanity_warnings():
   x, y = jnp.linspace(0, 1, 2 * 16).reshape(2, 4, 4, 1), np.array([0, 1])
   probabilities = lambda params, v: jax.nn.softmax(v.reshape(2, -1)[:, :3])

@@ -450,6 +450,29 @@ def test_l2_training_and_an_l2_cascade_on_its_checkpoint(tmp_path):
   assert 'Largest l2 perturbation' in out and not (tmp_path / 'eval_custom_state.json').exists()
 
 
+def test_a_killed_evaluation_resumes_after_its_last_batch(straight_quickstart, tmp_path):
+  """SIGKILL once APGD-CE has finished a batch; the rerun goes on from the state file and ends as a straight run."""
+  args = ['--config=configs/eval.py', f'--config.checkpoint={straight_quickstart}', '--config.protocol=custom',
+          '--config.attacks=apgd-ce,fab-t', '--config.mode=cascade', '--config.eps=0.2', '--config.num_examples=120',
+          '--config.batch_size=20']
+  straight = advjax(*args, f'--config.output={tmp_path / "straight"}')
+  assert straight.wait(timeout=300) == 0, straight.stderr.read()
+  state = tmp_path / 'killed_state.json'
+  killed = advjax(*args, f'--config.output={tmp_path / "killed"}')
+  deadline = time.time() + 300
+  while not (state.exists() and json.loads(state.read_text())['stages'].get('APGD-CE', {}).get('correct')):
+    assert killed.poll() is None and time.time() < deadline, killed.stderr.read()
+    time.sleep(0.05)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  out, err = advjax(*args, f'--config.output={tmp_path / "killed"}').communicate(timeout=300)
+  assert 'Resuming the evaluation from' in out, out + err
+  want, got = (json.loads((tmp_path / f'{name}.json').read_text()) for name in ('straight', 'killed'))
+  assert got['robust'] == want['robust'] and got['broken_by'] == want['broken_by']
+  assert [r['cumulative'] for r in got['rows']] == [r['cumulative'] for r in want['rows']]
+  assert not state.exists()
+
+
 @pytest.mark.parametrize('args, message', [
     ([], '--config.checkpoint is required'),
     (['--config.checkpoint=/nowhere'], '/nowhere/config.json not found'),

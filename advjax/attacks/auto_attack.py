@@ -2,10 +2,11 @@
 the 'plus' version's stages.
 
 Each attack starts from the clean input and counts only on the points every earlier one left robust; points
-misclassified when clean are never attacked. In this pure, jittable function the shapes are fixed: each stage runs on
-the whole batch and its result is kept only for the points still robust (the same outcome, since examples are
-independent in eval mode, at the cost of attacking broken points too). `advjax.evaluate.evaluate` runs the same
-stages as the official code does, each on the survivors only, gathered into full batches on the host.
+misclassified when clean are never attacked. In this pure, jittable function the shapes are static: each stage runs
+on the whole batch and keeps its result for the points still robust (the same outcome, since examples are
+independent in eval mode), or, with `compact_min_size`, on the survivors gathered into the smallest of a few halving
+sizes. `advjax.evaluate.evaluate` runs the stages as the official code does, each on the survivors only, gathered
+into full batches on the host.
 """
 import functools
 
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 from advjax.attacks import parts
 from advjax.attacks.auto_pgd import apgd, apgd_targeted
 from advjax.attacks.fab_attack import fab, fab_targeted
-from advjax.attacks.iterative import AttackOutput
+from advjax.attacks.iterative import AttackOutput, compaction_sizes
 from advjax.attacks.square_attack import square
 
 
@@ -45,15 +46,32 @@ def plus_stages(eps, *, norm='linf', steps=100, n_targets=9, square_queries=5000
   )
 
 
-def autoattack(logits_fn, x, y, key, *, eps, **stage_settings):
-  """The worst case over the standard cascade: AttackOutput(x_adv, gradient evaluations or queries per example)."""
+def _stage_on(size, attack, logits_fn, x, y, keys):
+  """One stage on the first `size` points still robust (gathered to the front, in order), merged back."""
+  def run(carry):
+    x_adv, robust, work = carry
+    front = jnp.argsort(~robust, stable=True)[:size]
+    out = attack(logits_fn, x[front], y[front], keys[front])
+    attacked = robust[front]
+    broken = attacked & (logits_fn(out.x_adv).argmax(-1) != y[front])
+    x_adv = x_adv.at[front].set(jnp.where(parts.per_example(broken, out.x_adv), out.x_adv, x_adv[front]))
+    return x_adv, robust.at[front].set(attacked & ~broken), work.at[front].add(jnp.where(attacked, out.steps, 0))
+  return run
+
+
+def autoattack(logits_fn, x, y, key, *, eps, compact_min_size=0, **stage_settings):
+  """The worst case over the standard cascade: AttackOutput(x_adv, gradient evaluations or queries per example).
+
+  compact_min_size > 0: each stage runs at the smallest of the static sizes B, B/2, B/4, ... (down to this) that
+  holds the points still robust, gathered to the front (`lax.switch`; each size compiles every stage once more), as
+  `early_stopped_pgd` compacts; the results are the same, since each example's draws come from its own key.
+  """
   keys = parts.example_keys(key, x.shape[0])
-  x_adv, robust = x, logits_fn(x).argmax(-1) == y
-  work = jnp.zeros_like(y, jnp.int32)
+  sizes = compaction_sizes(x.shape[0], compact_min_size) if compact_min_size else [x.shape[0]]
+  carry = (x, logits_fn(x).argmax(-1) == y, jnp.zeros_like(y, jnp.int32))
   for stage, (_, attack) in enumerate(standard_stages(eps, **stage_settings)):
-    out = attack(logits_fn, x, y, parts.fold_in(keys, stage))
-    broken = robust & (logits_fn(out.x_adv).argmax(-1) != y)
-    x_adv = jnp.where(parts.per_example(broken, x), out.x_adv, x_adv)
-    work = work + jnp.where(robust, out.steps, 0)
-    robust = robust & ~broken
-  return AttackOutput(jax.lax.stop_gradient(x_adv), work)
+    stage_keys = parts.fold_in(keys, stage)
+    branches = [lambda c: c] + [_stage_on(size, attack, logits_fn, x, y, stage_keys) for size in sizes]
+    survivors = carry[1].sum()
+    carry = jax.lax.switch(jnp.where(survivors > 0, (jnp.asarray(sizes) >= survivors).sum(), 0), branches, carry)
+  return AttackOutput(jax.lax.stop_gradient(carry[0]), carry[2])
