@@ -41,7 +41,8 @@ def _pgd(eps, step_size, steps, init, loss=attacks.losses.cross_entropy, norm='l
 @functools.lru_cache(maxsize=64)   # the same attack objects for the same protocol: `_attack_fn` compiles once
 def protocol_attacks(name, eps=None, norm='linf'):
   """(eps, ((attack name, attack), ...)) of a named protocol; `eps` overrides the protocol's radius. The papers'
-  protocols are L-inf; AutoAttack takes `norm` (its L2 radius defaults to RobustBench's 0.5)."""
+  protocols are L-inf; AutoAttack takes `norm` (its L2 radius defaults to RobustBench's 0.5, L1 to 12, the
+  AutoAttack paper's CIFAR-10 radius)."""
   if norm != 'linf' and name not in CASCADE_PROTOCOLS:
     raise ProtocolError(f"protocol {name!r} is L-inf only; under {norm} use aa_standard or custom")
   cw = attacks.losses.margin(50.0)   # FAT's CW-inf: PGD on the hinged margin, kappa 50
@@ -64,35 +65,38 @@ def protocol_attacks(name, eps=None, norm='linf'):
                  *((f'PGD-{k}', _pgd(eps, step, k, 'uniform')) for k in (10, 20, 50)),
                  ('CW-20', _pgd(eps, step, 20, 'uniform', attacks.losses.margin(None))))
   if name in ('aa_standard', 'aa_plus'):
-    eps = eps or (8 / 255 if norm == 'linf' else 0.5)
+    eps = eps or DEFAULT_EPS[norm]
     return eps, (standard_stages if name == 'aa_standard' else plus_stages)(eps, norm=norm)
   raise ValueError(f'unknown protocol {name!r}; choose one of {", ".join(PROTOCOLS)} (custom: a list of attacks)')
 
 
 PROTOCOLS = ('dat', 'trades', 'trades_rs', 'mart', 'jia', 'aa_standard', 'aa_plus', 'custom')
+DEFAULT_EPS = {'linf': 8 / 255, 'l2': 0.5, 'l1': 12.0}   # AutoAttack's radii by norm
 
 
 @functools.lru_cache(maxsize=64)
 def custom_attacks(spec, eps, step_size, random_start=True, norm='linf'):
   """Attacks from a comma-separated list: fgsm, pgd-<K>, cw-<K> (margin, kappa 50), apgd-ce, apgd-t, fab-t, square,
-  under `norm`.
+  under `norm` (L1: only AutoAttack's four).
 
   PGD and CW take `step_size` and start uniformly in the ball when `random_start`, FGSM too.
   """
   init = 'uniform' if random_start else 'none'
-  named = (('FGSM', functools.partial(attacks.fgsm, eps=eps, init=init, norm=norm)),
-           *standard_stages(eps, norm=norm))
+  named = standard_stages(eps, norm=norm)
+  if norm in attacks.parts.NORMS:
+    named = (('FGSM', functools.partial(attacks.fgsm, eps=eps, init=init, norm=norm)), *named)
   fixed = {name.lower(): (name, attack) for name, attack in named}   # rows named as in the protocols' tables
   stages = []
   for name in filter(None, (part.strip().lower() for part in spec.split(','))):
     kind, _, steps = name.partition('-')
     if name in fixed:
       stages.append(fixed[name])
-    elif kind in ('pgd', 'cw') and steps.isdigit():
+    elif kind in ('pgd', 'cw') and steps.isdigit() and norm in attacks.parts.NORMS:
       loss = attacks.losses.margin(50.0) if kind == 'cw' else attacks.losses.cross_entropy
       stages.append((name.upper(), _pgd(eps, step_size, int(steps), init, loss, norm)))
     else:
-      raise ValueError(f'unknown attack {name!r}; use fgsm, pgd-<K>, cw-<K>, {", ".join(fixed)}')
+      gradient = 'pgd-<K>, cw-<K>, ' if norm in attacks.parts.NORMS else ''
+      raise ValueError(f'unknown attack {name!r} under {norm}; use {gradient}{", ".join(fixed)}')
   return tuple(stages)
 
 
@@ -111,7 +115,8 @@ def _attack_fn(logits_fn, attack, mesh, norm):
       x_adv = attack(fn, x, y, jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, batch['index'])).x_adv
     flat, delta = x_adv.reshape(x.shape[0], -1), (x_adv - x).reshape(x.shape[0], -1)
     valid = (jnp.isfinite(flat) & (flat >= 0) & (flat <= 1)).all(-1)
-    size = jnp.abs(delta).max(-1) if norm == 'linf' else jnp.sqrt((delta ** 2).sum(-1))
+    size = {'linf': lambda d: jnp.abs(d).max(-1), 'l2': lambda d: jnp.sqrt((d ** 2).sum(-1)),
+            'l1': lambda d: jnp.abs(d).sum(-1)}[norm](delta)
     return fn(x_adv).argmax(-1) == y, size, valid
 
   return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(ts.AXIS), P()), out_specs=P(ts.AXIS)))
@@ -323,7 +328,7 @@ def eps_string(eps):
   return short
 
 
-THREAT_MODELS = {'linf': 'Linf', 'l2': 'L2'}   # RobustBench's names
+THREAT_MODELS = {'linf': 'Linf', 'l2': 'L2', 'l1': 'L1'}   # RobustBench's names (and AutoAttack's L1)
 
 
 def robustbench_entry(result, *, name, dataset, architecture, version, seed):

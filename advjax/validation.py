@@ -289,7 +289,7 @@ def check_evaluation(config):
     _require(os.path.isfile(settings), f'{settings} not found: --config.checkpoint must be a training workdir')
     _require(checkpoint.finished_steps(config.checkpoint),
              f'no checkpoint in {os.path.join(config.checkpoint, "checkpoints")}')
-  _one_of('norm', config.norm, attacks.parts.NORMS)
+  _one_of('norm', config.norm, attacks.parts.AUTOATTACK_NORMS)
   budget = Range(0, 1, open_low=True) if config.norm == 'linf' else Range(0, open_low=True)
   for name in ('eps', 'step_size'):   # -1: the protocol's
     _require(config[name] == -1 or config[name] in budget,
@@ -306,7 +306,8 @@ def check_evaluation(config):
   if config.protocol == 'custom':
     _require(config.eps > 0, "protocol 'custom' needs --config.eps > 0")
     try:
-      _require(evaluate.custom_attacks(config.attacks, config.eps, 1.0), "protocol 'custom' needs --config.attacks")
+      _require(evaluate.custom_attacks(config.attacks, config.eps, 1.0, norm=config.norm),
+               "protocol 'custom' needs --config.attacks")
     except ValueError as e:
       raise ConfigError(str(e)) from None
   devices = jax.device_count()

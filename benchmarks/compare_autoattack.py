@@ -9,6 +9,7 @@ draws differ: APGD's starts and Square's squares), and the time of each (advjax 
   pip install -e ".[torch]"
   python benchmarks/compare_autoattack.py --eps=0.2 --num=360
   python benchmarks/compare_autoattack.py --norm=l2 --eps=1.0 --seeds=3
+  python benchmarks/compare_autoattack.py --norm=l1 --eps=1.0 --seeds=3 --checkpoint=/tmp/advjax_compare_quickstart
 """
 import argparse
 import json
@@ -74,7 +75,7 @@ def official_run(net, x, y, *, norm, eps, batch, seed):
   state_module.EvaluationState.add_run_attack = record
   try:
     started = time.perf_counter()
-    AutoAttack(net, norm={'linf': 'Linf', 'l2': 'L2'}[norm], eps=eps, version='standard', seed=seed
+    AutoAttack(net, norm=evaluate.THREAT_MODELS[norm], eps=eps, version='standard', seed=seed
                ).run_standard_evaluation(x, y, batch_size=batch)
     return time.perf_counter() - started, after
   finally:
@@ -85,7 +86,7 @@ def main():
   xla_flags.apply()   # before the first computation, as advjax.main does
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--checkpoint', default='', help='a tiny_cnn training workdir; default: train the quick start')
-  parser.add_argument('--norm', default='linf', choices=('linf', 'l2'))
+  parser.add_argument('--norm', default='linf', choices=('linf', 'l2', 'l1'))
   parser.add_argument('--eps', type=float, default=0.2)
   parser.add_argument('--num', type=int, default=360)
   parser.add_argument('--batch', type=int, default=360)

@@ -11,8 +11,8 @@ normalised its input inside, its mean and std (`--config.model.mean='(0.4914, 0.
 
 Protocols (advjax/evaluate.py): 'dat' (FAT Table 1: FGSM, PGD-20, CW-30, step eps/4, random start, eps 0.031),
 'trades' / 'trades_rs' (FAT Tables 2-3: step 0.003, without / with a random start), 'mart' (FAT Table 4: eps 8/255,
-step eps/10), 'aa_standard' (AutoAttack standard, eps 8/255, L2 0.5: APGD-CE, APGD-T, FAB-T, Square) and 'aa_plus'
-(its plus version); 'custom' takes a list:
+step eps/10), 'aa_standard' (AutoAttack standard, eps 8/255, L2 0.5, L1 12: APGD-CE, APGD-T, FAB-T, Square) and
+'aa_plus' (its plus version); 'custom' takes a list:
   --config.protocol=custom --config.attacks=fgsm,pgd-100,cw-30,square --config.eps=0.031
 The table (points attacked, accuracy under each attack alone where the mode is 'individual', under all so far, and
 time per attack) is printed and written to <checkpoint>/eval_<protocol>.md and .json (with per-example robust flags);
@@ -34,8 +34,8 @@ def get_config():
   c.checkpoint = ''          # a training workdir (holds config.json and checkpoints/), or a PyTorch .pt / .pth file
   c.protocol = 'aa_standard'
   c.weights = 'raw'          # or 'ema': the moving average of a run trained with ema_decay > 0
-  c.norm = 'linf'            # or 'l2' (AutoAttack and custom lists; the papers' protocols are L-inf)
-  c.eps = -1.0               # > 0 overrides the protocol's radius (e.g. 0.2 for the digits quick start; L2: 0.5)
+  c.norm = 'linf'            # or 'l2', 'l1' (AutoAttack and custom lists; L1: AutoAttack's attacks only)
+  c.eps = -1.0               # > 0 overrides the protocol's radius (e.g. 0.2 for the digits quick start; L2 0.5, L1 12)
   # protocol 'custom': a free-form list, e.g. 'fgsm,pgd-100,cw-30,apgd-ce,square' (needs eps > 0)
   c.attacks = ''
   c.step_size = -1.0         # PGD/CW step of 'custom'; default eps / 4

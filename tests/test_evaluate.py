@@ -174,3 +174,18 @@ def test_the_plus_version_runs_the_official_attacks_in_order():
   assert settings['APGD-DLR']['loss'] == 'dlr' and settings['Square']['n_queries'] == 5000
   assert settings['APGD-T']['n_targets'] == settings['FAB-T']['n_targets'] == 9
   assert all(attack.keywords['norm'] == 'l2' for _, attack in stages)
+
+
+def test_the_l1_standard_version_is_the_official():
+  """`_set_version('standard')` under L1: APGD-CE with 5 restarts and APGD-T over 5 targets, both with
+  `use_largereps`; FAB-T over 9; Square; radius 12 by default. Under L-inf one APGD-CE run and 9 APGD-T targets."""
+  eps, stages = evaluate.protocol_attacks('aa_standard', None, 'l1')
+  assert eps == 12.0 and [name for name, _ in stages] == ['APGD-CE', 'APGD-T', 'FAB-T', 'Square']
+  settings = {name: attack.keywords for name, attack in stages}
+  assert (settings['APGD-CE']['restarts'], settings['APGD-CE']['large_eps']) == (5, True)
+  assert (settings['APGD-T']['n_targets'], settings['APGD-T']['large_eps']) == (5, True)
+  assert settings['FAB-T']['n_targets'] == 9 and settings['Square']['n_queries'] == 5000
+  linf = {name: attack.keywords for name, attack in evaluate.protocol_attacks('aa_standard', None, 'linf')[1]}
+  assert (linf['APGD-CE']['restarts'], linf['APGD-CE']['large_eps'], linf['APGD-T']['n_targets']) == (1, False, 9)
+  with pytest.raises(ValueError, match="unknown attack 'fgsm' under l1"):
+    evaluate.custom_attacks('apgd-ce,fgsm', eps=5.0, step_size=1.0, norm='l1')

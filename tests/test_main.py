@@ -450,6 +450,24 @@ def test_l2_training_and_an_l2_cascade_on_its_checkpoint(tmp_path):
   assert 'Largest l2 perturbation' in out and not (tmp_path / 'eval_custom_state.json').exists()
 
 
+def test_the_l1_standard_autoattack_on_a_run(straight_quickstart, tmp_path):
+  """`--config.norm=l1`: the official L1 cascade (APGD-CE x 5 and APGD-T x 5 with the large-radius schedule, FAB-T,
+  Square) on a checkpoint, its table and RobustBench-style entry."""
+  run = advjax('--config=configs/eval.py', f'--config.checkpoint={straight_quickstart}', '--config.norm=l1',
+               '--config.eps=1.0', '--config.num_examples=30', '--config.batch_size=30',
+               f'--config.output={tmp_path / "l1"}')
+  out, err = run.communicate(timeout=300)
+  assert run.returncode == 0, err
+  result = json.loads((tmp_path / 'l1.json').read_text())
+  assert [r['attack'] for r in result['rows']] == ['natural', 'APGD-CE', 'APGD-T', 'FAB-T', 'Square']
+  assert result['norm'] == 'l1' and result['invalid_points'] == 0 and 0 < result['max_perturbation'] <= 1.0 + 1e-4
+  attacked = [r['attacked'] for r in result['rows']]
+  assert attacked[1] > attacked[2] > 0   # APGD-T only on what APGD-CE left, and something is left
+  entry = json.loads((tmp_path / 'l1_entry.json').read_text())
+  assert (entry['threat_model'], entry['eps'], entry['n_examples']) == ('L1', '1', 30)
+  assert 'Largest l1 perturbation' in out
+
+
 def test_a_killed_evaluation_resumes_after_its_last_batch(straight_quickstart, tmp_path):
   """SIGKILL once APGD-CE has finished a batch; the rerun goes on from the state file and ends as a straight run."""
   args = ['--config=configs/eval.py', f'--config.checkpoint={straight_quickstart}', '--config.protocol=custom',
@@ -487,7 +505,9 @@ def test_invalid_eval_config_exits_2(args, message):
 
 @pytest.mark.parametrize('args, message', [
     (['--config.protocol=dat', '--config.norm=l2'], "protocol 'dat' is L-inf only; under l2 use aa_standard"),
-    (['--config.norm=l1'], 'norm must be one of linf, l2'),
+    (['--config.norm=l3'], 'norm must be one of linf, l2, l1'),
+    (['--config.norm=l1', '--config.protocol=custom', '--config.attacks=pgd-10', '--config.eps=5'],
+     "unknown attack 'pgd-10' under l1; use apgd-ce, apgd-t, fab-t, square"),
     (['--config.mode=alone'], "mode must be '' (the protocol's), 'cascade' or 'individual'"),
 ])
 def test_invalid_eval_settings_on_a_run_exit_2(args, message, straight_quickstart):

@@ -14,8 +14,8 @@ PGD-10 with tau 2 on a model of your own, then its worst case over the standard 
   out.x_adv, out.steps                    # the adversarial batch, each example's gradient steps
   worst = attacks.autoattack(logits_fn, x, y, jax.random.key(1), eps=8 / 255).x_adv
 
-Attacks are built from `parts` (per-example keys, starts, the ascent step, the projection, L-inf or L2) and `losses` (what the
-attacker maximises), so a new attack is a few lines: see `iterative.pgd`.
+Attacks are built from `parts` (per-example keys, starts, the ascent step, the projections: L-inf, L2, L1) and
+`losses` (what the attacker maximises), so a new attack is a few lines: see `iterative.pgd`.
 """
 from advjax.attacks import losses, parts
 from advjax.attacks.auto_pgd import apgd, apgd_targeted

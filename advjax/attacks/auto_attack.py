@@ -1,5 +1,5 @@
-"""AutoAttack (Croce & Hein, ICML 2020) under L-inf or L2: the standard version (APGD-CE, APGD-T, FAB-T, Square) and
-the 'plus' version's stages.
+"""AutoAttack (Croce & Hein, ICML 2020) under L-inf, L2 or L1: the standard version (APGD-CE, APGD-T, FAB-T, Square)
+and the 'plus' version's stages.
 
 Each attack starts from the clean input and counts only on the points every earlier one left robust; points
 misclassified when clean are never attacked. In this pure, jittable function the shapes are static: each stage runs
@@ -21,12 +21,18 @@ from advjax.attacks.square_attack import square
 
 
 @functools.lru_cache(maxsize=64)   # the same attack objects for the same settings: their compiled forms are reused
-def standard_stages(eps, *, norm='linf', steps=100, n_targets=9, square_queries=5000):
-  """The standard cascade under L-inf or L2 as (name, attack) pairs, with the official defaults (the same for both
-  norms: `_set_version('standard')`)."""
+def standard_stages(eps, *, norm='linf', steps=100, n_targets=None, square_queries=5000):
+  """The standard cascade as (name, attack) pairs with the official defaults (`_set_version('standard')`): under
+  L-inf and L2 one APGD-CE run and APGD-T over 9 targets; under L1 APGD-CE with 5 restarts and APGD-T over 5
+  targets, both with the large-radius schedule (`use_largereps`). FAB-T takes 9 targets under every norm."""
+  l1 = norm == 'l1'
+  apgd_targets = n_targets or (5 if l1 else 9)
+  n_targets = n_targets or 9
   return (
-      ('APGD-CE', functools.partial(apgd, eps=eps, steps=steps, loss='ce', norm=norm)),
-      ('APGD-T', functools.partial(apgd_targeted, eps=eps, steps=steps, n_targets=n_targets, norm=norm)),
+      ('APGD-CE', functools.partial(apgd, eps=eps, steps=steps, loss='ce', norm=norm, restarts=5 if l1 else 1,
+                                    large_eps=l1)),
+      ('APGD-T', functools.partial(apgd_targeted, eps=eps, steps=steps, n_targets=apgd_targets, norm=norm,
+                                   large_eps=l1)),
       ('FAB-T', functools.partial(fab_targeted, eps=eps, steps=steps, n_targets=n_targets, norm=norm)),
       ('Square', functools.partial(square, eps=eps, n_queries=square_queries, norm=norm)),
   )
@@ -35,7 +41,8 @@ def standard_stages(eps, *, norm='linf', steps=100, n_targets=9, square_queries=
 @functools.lru_cache(maxsize=64)
 def plus_stages(eps, *, norm='linf', steps=100, n_targets=9, square_queries=5000, restarts=5):
   """The 'plus' cascade (`_set_version('plus')`): APGD-CE and APGD-DLR with 5 restarts, untargeted FAB with 5,
-  Square, then APGD-T and FAB-T over 9 targets."""
+  Square, then APGD-T and FAB-T over 9 targets (under L1 too, without the large-radius schedule, as the official
+  code, which only logs "please check" there)."""
   return (
       ('APGD-CE', functools.partial(apgd, eps=eps, steps=steps, loss='ce', norm=norm, restarts=restarts)),
       ('APGD-DLR', functools.partial(apgd, eps=eps, steps=steps, loss='dlr', norm=norm, restarts=restarts)),

@@ -1,13 +1,18 @@
 """APGD (Croce & Hein, ICML 2020): PGD with momentum and a step size that halves when progress stalls.
 
-Follows the official AutoAttack `autopgd_base.py` as specified in methods.md §9.2, under L-inf and L2: start on the
+Follows the official AutoAttack `autopgd_base.py` (fra31/auto-attack a392200) under L-inf and L2: start on the
 surface of the eps-ball (x + eps u / ||u||, u uniform in [-1, 1] for L-inf, normal for L2), step 2 eps along sign(g)
 or g / ||g||_2, momentum 0.75, the L2 projection rescaling x' - x to at most eps before clipping to [0, 1];
 checkpoints after 22, 19, 16, ... iterations (for 100) where a per-example step size halves and the iterate returns to
 its best point if the loss rose on at most rho of the interval's steps or the best loss did not improve since the last
-checkpoint. Fixed shapes throughout: one `fori_loop`, every flag, step size and best point per example; the checkpoint
+checkpoint. Under L1 (Croce & Hein, ICML 2021) its sparse version: steps of size eps along the signs of the largest
+gradient entries (the top fraction adapts to the sparsity of the best point), the exact L1-and-box projection, no
+momentum, and optionally the official `use_largereps` schedule (radii 3, 2, 1 eps over 30/30/40% of the iterations).
+Fixed shapes throughout: one `fori_loop`, every flag, step size and best point per example; the checkpoint
 iterations are static. Returns the clean input for points not broken.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,11 +75,28 @@ def _step_and_projection(norm, x, eps):
   raise ValueError(f"APGD's norm must be 'linf' or 'l2', got {norm!r}")
 
 
+def _loss_and_grad(logits_fn, y, loss, target):
+  """v -> (per-example loss, logits, gradient of the summed loss) for `loss` ('ce', 'dlr', 'dlr_targeted')."""
+  objective = {'ce': lambda z: optax.softmax_cross_entropy_with_integer_labels(z, y),
+               'dlr': lambda z: dlr_loss(z, y),
+               'dlr_targeted': lambda z: targeted_dlr_loss(z, y, target)}[loss]
+
+  def loss_and_grad(v):
+    def total(v):
+      logits = logits_fn(v)
+      per_example = objective(logits)
+      return per_example.sum(), (per_example, logits)
+    (_, (per_example, logits)), grad = jax.value_and_grad(total, has_aux=True)(v)
+    return per_example, logits, grad
+  return loss_and_grad
+
+
 def apgd(logits_fn, x, y, key, *, eps, steps=100, loss='ce', target=None, rho=0.75, norm='linf', start=None,
-         restarts=1):
-  """APGD under L-inf or L2 (`norm`) on `loss` ('ce', 'dlr', or 'dlr_targeted' with `target` labels), from a random
-  point on the ball's surface (or from `start`, the official `x_init`); `restarts` runs from fresh starts, each
-  kept for the points still robust (the official `n_restarts`).
+         restarts=1, large_eps=False):
+  """APGD under L-inf, L2 or L1 (`norm`) on `loss` ('ce', 'dlr', or 'dlr_targeted' with `target` labels), from a
+  random point on the ball's surface (L1: a normal draw projected into the ball) or from `start` (the official
+  `x_init`); `restarts` runs from fresh starts, each kept for the points still robust (the official `n_restarts`);
+  `large_eps` (L1 only) the official `use_largereps` schedule.
 
   Returns AttackOutput: the last misclassified iterate where one was found (AutoAttack's `x_best_adv`), the clean x
   elsewhere; `steps` counts gradient evaluations.
@@ -84,26 +106,22 @@ def apgd(logits_fn, x, y, key, *, eps, steps=100, loss='ce', target=None, rho=0.
     x_adv, robust = x, logits_fn(x).argmax(-1) == y
     for r in range(restarts):
       out = apgd(logits_fn, x, y, parts.fold_in(keys, r), eps=eps, steps=steps, loss=loss, target=target, rho=rho,
-                 norm=norm)
+                 norm=norm, large_eps=large_eps)
       broken = robust & (logits_fn(out.x_adv).argmax(-1) != y)
       x_adv, robust = jnp.where(parts.per_example(broken, x), out.x_adv, x_adv), robust & ~broken
     return AttackOutput(x_adv, jnp.full(y.shape, restarts * (steps + 1), jnp.int32))
-  objectives = {'ce': lambda z: optax.softmax_cross_entropy_with_integer_labels(z, y),
-                'dlr': lambda z: dlr_loss(z, y),
-                'dlr_targeted': lambda z: targeted_dlr_loss(z, y, target)}
-  objective = objectives[loss]
+  if large_eps and norm != 'l1':
+    raise ValueError(f"large_eps is APGD-L1's schedule, not {norm}'s")
+  loss_and_grad = _loss_and_grad(logits_fn, y, loss, target)
+  keys = parts.example_keys(key, x.shape[0])
+  if norm == 'l1':
+    run = _large_eps_l1 if large_eps else _apgd_l1
+    _, broken, x_adv = run(loss_and_grad, x, y, keys, eps, steps, start)
+    x_adv = jnp.clip(x_adv, 0.0, 1.0)   # the projection's float32 rounding can leave [0, 1] by 1e-7
+    return AttackOutput(jax.lax.stop_gradient(jnp.where(parts.per_example(broken, x), x_adv, x)),
+                        jnp.full(y.shape, steps + (3 if large_eps else 1), jnp.int32))
   eps_b = parts.per_example(eps, x)
   step_direction, project = _step_and_projection(norm, x, eps)
-
-  def loss_and_grad(v):
-    def total(v):
-      logits = logits_fn(v)
-      per_example = objective(logits)
-      return per_example.sum(), (per_example, logits)
-    (_, (per_example, logits)), grad = jax.value_and_grad(total, has_aux=True)(v)
-    return per_example, logits, grad
-
-  keys = parts.example_keys(key, x.shape[0])
   if start is None:
     noise = parts.uniform_noise(keys, x, -1.0, 1.0) if norm == 'linf' else parts.normal_noise(keys, x)
     start = x + eps_b * _normalize(noise, norm)
@@ -149,7 +167,78 @@ def apgd(logits_fn, x, y, key, *, eps, steps=100, loss='ce', target=None, rho=0.
                       jnp.full(y.shape, steps + 1, jnp.int32))
 
 
-def apgd_targeted(logits_fn, x, y, key, *, eps, steps=100, n_targets=9, rho=0.75, norm='linf'):
+def _apgd_l1(loss_and_grad, x, y, keys, eps, steps, start):
+  """The official `attack_single_run` under L1: (x_best, broken, last misclassified iterate).
+
+  Each step moves eps along sign(g) on the entries where |g| is among the largest `topk` fraction, divided by their
+  count, then projects onto the L1 ball and [0, 1]. Every max(0.04 N, 1) iterations: if the best point got sparser
+  by 5%, the step resets to eps and the iterate returns to the best point; otherwise the step shrinks by 1.5 (to at
+  least eps / 10); topk follows the best point's sparsity / 1.5.
+  """
+  n_fts = x[0].size
+  eps = jnp.asarray(eps, x.dtype)
+  given = start is not None
+  if not given:   # a normal draw projected into the ball; the first top fraction 20% of the entries
+    noise = parts.normal_noise(keys, x)
+    start = x + noise + parts.l1_projection(x, noise, eps)
+  x0 = jnp.clip(start, 0.0, 1.0)
+  loss0, logits0, grad0 = loss_and_grad(x0)
+  zeros = jnp.zeros_like(loss0, jnp.float32)   # per-example carries varying like the loss inside shard_map
+  sp_old = parts.l0_norm(x0 - x) if given else zeros.astype(jnp.int32) + n_fts
+  topk = sp_old.astype(jnp.float32) / n_fts / 1.5 if given else zeros + 0.2
+  wrong0 = logits0.argmax(-1) != y
+  interval = max(int(0.04 * steps), 1)
+  expand = lambda mask: parts.per_example(mask, x)
+  flat = lambda v: v.reshape(x.shape[0], -1)
+
+  def body(i, s):
+    x_cur, grad, step, topk, sp_old, x_best, grad_best, loss_best, x_adv, broken = s
+    ranked = jnp.sort(jnp.abs(flat(grad)), -1)
+    cut = jnp.clip((1.0 - topk) * n_fts, 0, n_fts - 1).astype(jnp.int32)
+    threshold = jnp.take_along_axis(ranked, cut[:, None], -1)[:, 0]
+    direction = jnp.sign(grad * (jnp.abs(grad) >= expand(threshold)))
+    delta = x_cur + expand(step) * direction / expand(parts.l1_norm(direction) + 1e-10) - x
+    x_next = x + delta + parts.l1_projection(x, delta, eps)
+    value, logits, grad = loss_and_grad(x_next)
+    wrong = logits.argmax(-1) != y
+    x_adv = jnp.where(expand(wrong), x_next, x_adv)
+    broken = broken | wrong
+    improved = value > loss_best
+    x_best = jnp.where(expand(improved), x_next, x_best)
+    grad_best = jnp.where(expand(improved), grad, grad_best)
+    loss_best = jnp.where(improved, value, loss_best)
+
+    def adapt(carry):   # the official sparsity check at the end of each interval
+      x_next, grad, step, topk, sp_old = carry
+      sp_curr = parts.l0_norm(x_best - x)
+      sparser = sp_curr.astype(jnp.float32) / sp_old < 0.95
+      step = jnp.clip(jnp.where(sparser, eps, step / 1.5), eps / 10, eps)
+      return (jnp.where(expand(sparser), x_best, x_next), jnp.where(expand(sparser), grad_best, grad), step,
+              sp_curr.astype(jnp.float32) / n_fts / 1.5, sp_curr)
+    x_next, grad, step, topk, sp_old = jax.lax.cond(
+        (i + 1) % interval == 0, adapt, lambda c: c, (x_next, grad, step, topk, sp_old))
+    return x_next, grad, step, topk, sp_old, x_best, grad_best, loss_best, x_adv, broken
+
+  state = (x0, grad0, jnp.zeros_like(loss0) + eps, topk, sp_old, x0, grad0, loss0, jnp.where(expand(wrong0), x0, x),
+           wrong0)
+  *_, x_best, _, _, x_adv, broken = jax.lax.fori_loop(0, steps, body, state)
+  return x_best, broken, x_adv
+
+
+def _large_eps_l1(loss_and_grad, x, y, keys, eps, steps, start):
+  """The official `decr_eps_pgd`: L1 APGD at radii 3, 2 and 1 eps for ceil(0.3 N), ceil(0.3 N) and the remaining
+  iterations, each phase from the previous one's best point projected onto its ball (the first from a normal draw,
+  or `start`, projected onto the 3 eps ball); broken points and iterates are the last phase's."""
+  first = math.ceil(0.3 * steps)   # as the official float arithmetic: 31 of 100
+  x_init = x + parts.normal_noise(keys, x) if start is None else start
+  x_init = x_init + parts.l1_projection(x, x_init - x, 3 * eps)
+  for factor, phase_steps in ((3, first), (2, first), (1, steps - 2 * first)):
+    x_init = x_init + parts.l1_projection(x, x_init - x, factor * eps)
+    x_init, broken, x_adv = _apgd_l1(loss_and_grad, x, y, keys, factor * eps, phase_steps, x_init)
+  return x_init, broken, x_adv
+
+
+def apgd_targeted(logits_fn, x, y, key, *, eps, steps=100, n_targets=9, rho=0.75, norm='linf', large_eps=False):
   """APGD-T: targeted DLR towards the 2nd, 3rd, ... most likely classes at x, each run on the points still robust."""
   logits = logits_fn(x)
   n_targets = min(n_targets, logits.shape[-1] - 1)
@@ -157,7 +246,7 @@ def apgd_targeted(logits_fn, x, y, key, *, eps, steps=100, n_targets=9, rho=0.75
   x_adv, broken = x, logits.argmax(-1) != y
   for r in range(n_targets):
     out = apgd(logits_fn, x, y, parts.fold_in(parts.example_keys(key, x.shape[0]), r), eps=eps, steps=steps,
-               loss='dlr_targeted', target=ranked[:, -(r + 2)], rho=rho, norm=norm)
+               loss='dlr_targeted', target=ranked[:, -(r + 2)], rho=rho, norm=norm, large_eps=large_eps)
     newly = ~broken & (logits_fn(out.x_adv).argmax(-1) != y)
     x_adv = jnp.where(parts.per_example(newly, x), out.x_adv, x_adv)
     broken = broken | newly

@@ -1,18 +1,19 @@
-"""FAB-T: the targeted Fast Adaptive Boundary attack under L-inf (Croce & Hein, ICML 2020), as AutoAttack runs it.
+"""FAB-T: the targeted Fast Adaptive Boundary attack (Croce & Hein, ICML 2020), as AutoAttack runs it.
 
 FAB looks for the smallest adversarial perturbation: at each step it linearises the boundary between the true class
 y and a target class t (z_t - z_y and its gradient), projects both the current point and the clean point onto that
-hyperplane inside the pixel box (the exact L-inf projection), extrapolates both projections by eta and mixes them,
-biased toward the clean point by alpha = min(|d_cur| / (|d_cur| + |d_clean|), alpha_max); once a point is
-misclassified it keeps it if it is the smallest so far and steps back toward the clean point by beta. This follows
-fra31/auto-attack (`fab_base.FABAttack.attack_single_run` and `perturb` with targeted=True, `fab_pt.FABAttack_PT.
-get_diff_logits_grads_batch_targeted`, `fab_projections.projection_linf`) with AutoAttack's "standard" settings:
-one restart, which starts at the clean point (so the attack is deterministic and `key` is unused), 100 iterations,
-and the targets the 2nd, 3rd, ... highest classes at the clean point, each run attacking only the correctly
-classified examples not yet broken; an example is broken when its best point is misclassified within eps, and
-every other example is returned as its clean input. The one deliberate difference is shape: the batch keeps its
-size, so every target run computes on all examples and merges results only for those still being attacked (the
-official code gathers them into a smaller batch); a run is skipped when none is left.
+hyperplane inside the pixel box (the exact L-inf, L2 or L1 projection), extrapolates both projections by eta and
+mixes them, biased toward the clean point by alpha = min(|d_cur| / (|d_cur| + |d_clean|), alpha_max); once a point
+is misclassified it keeps it if it is the smallest so far and steps back toward the clean point by beta. This
+follows fra31/auto-attack (`fab_base.FABAttack.attack_single_run` and `perturb` with targeted=True,
+`fab_pt.FABAttack_PT.get_diff_logits_grads_batch_targeted`, `fab_projections.projection_linf`, `projection_l2`,
+`projection_l1`) with AutoAttack's "standard" settings: one restart, which starts at the clean point (so the attack
+is deterministic and `key` is unused), 100 iterations, and the targets the 2nd, 3rd, ... highest classes at the
+clean point, each run attacking only the correctly classified examples not yet broken; an example is broken when its
+best point is misclassified within eps, and every other example is returned as its clean input. The one deliberate
+difference is shape: the batch keeps its size, so every target run computes on all examples and merges results only
+for those still being attacked (the official code gathers them into a smaller batch); a run is skipped when none is
+left.
 """
 import math
 
@@ -118,7 +119,39 @@ def projection_l2(points, w, b):
   return d * moving
 
 
-PROJECTIONS = {'linf': projection_linf, 'l2': projection_l2}
+def projection_l1(points, w, b):
+  """Smallest L1 step d with w.(points + d) = b and points + d in [0, 1], per row: `projection_l1`, transcribed.
+
+  An L1 step spends its budget on the coordinates with the largest |w_i| first (the cheapest per unit of w.z),
+  each up to the box; sorted by 1 / |w_i|, the offset reached is a cumulative sum, and a bisection finds the
+  coordinate that completes the move (alpha); those before it go to the box, those after stay.
+  """
+  c = (w * points).sum(1) - b
+  side = jnp.where(c >= 0, 1.0, -1.0).astype(w.dtype)
+  w, c = w * side[:, None], c * side
+  r = jnp.minimum(jnp.abs(1 / w), 1e12)
+  order = jnp.argsort(r, axis=1, stable=True)
+  rank = jnp.argsort(order, axis=1)
+  d = (-points + (w < 0)) * (w != 0)                      # every coordinate to the box's side lowering w.z
+  s = jnp.cumsum(jnp.concatenate([c[:, None], jnp.take_along_axis(
+      jnp.minimum(-w * points, w * (1 - points)), order, 1)], 1), 1)
+  reaches = s[:, -1] < 0                                   # the box meets the plane (else: the corner)
+
+  low = jnp.zeros(points.shape[:1], jnp.int32)
+  high = low + s.shape[1]
+  for _ in range(math.ceil(math.log2(w.shape[1]))):       # the official bisection, run on every row
+    mid = (low + high) // 2
+    short = _take(s, mid) > 0
+    low, high = jnp.where(short, mid, low), jnp.where(short, high, mid)
+
+  # As in the official code, rows that do not reach the plane may divide by zero here; their values are unused.
+  last = _take(order, jnp.minimum(low, w.shape[1] - 1))
+  alpha = -_take(s, low) / _take(w, last)
+  d_reach = jnp.where(jnp.arange(w.shape[1]) == last[:, None], alpha[:, None], d * (rank < low[:, None]))
+  return jnp.where(reaches[:, None], d_reach, d) * (jnp.abs(w) > 1e-8)
+
+
+PROJECTIONS = {'linf': projection_linf, 'l2': projection_l2, 'l1': projection_l1}
 
 
 def _flat(v):
@@ -126,7 +159,8 @@ def _flat(v):
 
 
 def _norm(v, norm):
-  return jnp.abs(_flat(v)).max(1) if norm == 'linf' else jnp.sqrt((_flat(v) ** 2).sum(1))
+  return {'linf': lambda f: jnp.abs(f).max(1), 'l2': lambda f: jnp.sqrt((f ** 2).sum(1)),
+          'l1': lambda f: jnp.abs(f).sum(1)}[norm](_flat(v))
 
 
 def _margin_and_grad(logits_fn, x, y, target):
@@ -154,7 +188,8 @@ def _fab_step(x_cur, x, margin, grad, alpha_max, eta, norm):
 
 def _closest_boundary(logits_fn, x, y, norm):
   """The untargeted `get_diff_logits_grads_batch` and class choice: per example, z_j - z_y and its gradient for the
-  class j whose linearised boundary is nearest, |z_j - z_y| / ||grad||_dual (L1 for L-inf, L2 for L2)."""
+  class j whose linearised boundary is nearest, |z_j - z_y| / ||grad||_dual (L1 for L-inf, L2 for L2, L-inf for
+  L1)."""
   logits, vjp = jax.vjp(logits_fn, x)
   classes = jnp.eye(logits.shape[-1], dtype=logits.dtype)
   # One cotangent per class, made from the logits so that it varies like them inside shard_map: (B, C, ...) grads.
@@ -163,7 +198,8 @@ def _closest_boundary(logits_fn, x, y, norm):
   diff = (logits - logits[rows, y][:, None]).at[rows, y].set(1e10)
   diff_grads = grads - grads[rows, y][:, None]
   flat = diff_grads.reshape(diff_grads.shape[:2] + (-1,))
-  dual = jnp.abs(flat).sum(-1) if norm == 'linf' else jnp.sqrt((flat ** 2).sum(-1))
+  dual = {'linf': lambda f: jnp.abs(f).sum(-1), 'l2': lambda f: jnp.sqrt((f ** 2).sum(-1)),
+          'l1': lambda f: jnp.abs(f).max(-1)}[norm](flat)
   nearest = jnp.argmin(jnp.abs(diff) / (1e-12 + dual), axis=1)
   return diff[rows, nearest].astype(x.dtype), diff_grads[rows, nearest]
 
@@ -192,10 +228,10 @@ def _target_run(logits_fn, x, y, target, *, steps, alpha_max, eta, beta, norm, s
 
 
 def fab(logits_fn, x, y, key, *, eps, steps=100, restarts=5, alpha_max=0.1, eta=1.05, beta=0.9, norm='linf'):
-  """Untargeted FAB under L-inf or L2, as AutoAttack's 'plus' version runs it ('fab', `perturb` with
+  """Untargeted FAB under L-inf, L2 or L1, as AutoAttack's 'plus' version runs it ('fab', `perturb` with
   targeted=False): each step heads for the nearest linearised boundary; the first restart starts at the clean
-  point, the others at x + eps / 2 * u / ||u|| (u uniform in [-1, 1] for L-inf, normal for L2), each on the points
-  still robust. Returns AttackOutput as `fab_targeted` does."""
+  point, the others at x + eps / 2 * u / ||u|| (u uniform in [-1, 1] for L-inf, normal for L2 and L1), each on the
+  points still robust. Returns AttackOutput as `fab_targeted` does."""
   keys = parts.example_keys(key, x.shape[0])
   eps = jnp.zeros_like(y, x.dtype) + jnp.asarray(eps, x.dtype)
   x_adv, robust, used = x, logits_fn(x).argmax(-1) == y, jnp.zeros_like(y, jnp.int32)
@@ -216,7 +252,7 @@ def fab(logits_fn, x, y, key, *, eps, steps=100, restarts=5, alpha_max=0.1, eta=
 
 def fab_targeted(logits_fn, x, y, key, *, eps, steps=100, n_targets=9, alpha_max=0.1, eta=1.05, beta=0.9,
                  norm='linf'):
-  """FAB-T under L-inf or L2 (`norm`) with AutoAttack's standard settings (the cascade's 'fab-t').
+  """FAB-T under L-inf, L2 or L1 (`norm`) with AutoAttack's standard settings (the cascade's 'fab-t').
 
   Args:
     eps: the threat radius, scalar or per-example (B,): only points within it count as broken.

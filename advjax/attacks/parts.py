@@ -1,7 +1,10 @@
-"""The small parts attacks are built from: per-example keys, starts, the ascent step and the projection (L-inf or L2).
+"""The small parts attacks are built from: per-example keys, starts, the ascent step and the projection (L-inf, L2;
+AutoAttack also L1).
 
 Hyperparameters (eps, step size) may be scalars or arrays with one value per example.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -39,12 +42,53 @@ def normal_noise(keys, x):
   return jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys)
 
 
-NORMS = ('linf', 'l2')
+NORMS = ('linf', 'l2')                 # PGD, FGSM and training
+AUTOATTACK_NORMS = ('linf', 'l2', 'l1')
 
 
 def l2_norm(v):
   """Per-example L2 norm of a batch, shaped (B,)."""
   return jnp.sqrt((v.reshape(v.shape[0], -1) ** 2).sum(-1))
+
+
+def l1_norm(v):
+  return jnp.abs(v.reshape(v.shape[0], -1)).sum(-1)
+
+
+def l0_norm(v):
+  """Per-example count of nonzero entries (the official `L0_norm`)."""
+  return (v.reshape(v.shape[0], -1) != 0).sum(-1)
+
+
+def l1_projection(x, delta, eps):
+  """The correction d with ||delta + d||_1 <= eps and x + delta + d in [0, 1], as the official `L1_projection`
+  (fra31/auto-attack a392200, autopgd_base.py) finds it: sort the breakpoints of the piecewise-linear constraint and
+  bisect for the threshold alpha, for every row at once (rows already inside keep only the box correction)."""
+  flat_x, y = x.reshape(x.shape[0], -1), delta.reshape(x.shape[0], -1)
+  dims = y.shape[1]
+  u = jnp.minimum(0.0, jnp.minimum(1 - flat_x - y, flat_x + y))
+  l = -jnp.abs(y)
+  order = jnp.argsort(-jnp.concatenate([u, l], 1), axis=1, stable=True)
+  bs = jnp.take_along_axis(-jnp.concatenate([u, l], 1), order, 1)
+  bs2 = jnp.concatenate([bs[:, 1:], jnp.zeros_like(bs[:, :1])], 1)
+  size1 = jnp.cumsum(jnp.where(order < dims, 1.0, -1.0).astype(y.dtype), 1)
+  s1 = -u.sum(1)
+  c = jnp.asarray(eps, y.dtype) - jnp.abs(y).sum(1)
+  s = s1[:, None] + jnp.cumsum((bs2 - bs) * size1, 1)
+  at = lambda a, i: jnp.take_along_axis(a, i[:, None], 1)[:, 0]
+
+  def bisect(_, bounds):
+    lb, ub = bounds
+    mid = (lb + ub) // 2
+    below = at(s, mid) + c < 0
+    return jnp.where(below, mid, lb), jnp.where(below, ub, mid)
+
+  low = jnp.zeros_like(c, jnp.int32)   # made from c: varying like it inside shard_map
+  start = (low, low + 2 * dims - 1)
+  lb, _ = jax.lax.fori_loop(0, math.ceil(math.log2(2 * dims)), bisect, start)
+  alpha = (-at(s, lb) - c) / at(size1, lb + 1) + at(bs2, lb)
+  d = jnp.where((s1 + c < 0)[:, None], -jnp.minimum(jnp.maximum(-u, alpha[:, None]), -l), u)
+  return (jnp.sign(y) * d).reshape(x.shape)
 
 
 def project(x_adv, x, eps, norm='linf'):

@@ -1,5 +1,5 @@
-"""Square attack under L-inf and L2 (Andriushchenko et al., ECCV 2020): a score-based black-box attack that needs
-only logits.
+"""Square attack under L-inf, L2 and L1 (Andriushchenko et al., ECCV 2020): a score-based black-box attack that
+needs only logits.
 
 Follows `SquareAttack` of fra31/auto-attack (autoattack/square.py) as AutoAttack's standard cascade runs it: margin
 loss on logits, p_init 0.8, 5000 queries, 1 restart, `resc_schedule=False`. Only examples classified correctly at x
@@ -7,10 +7,12 @@ are attacked. Each starts from vertical stripes x + eps * (+-1 per column and ch
 side s(p(i)) is pushed to x_best +- 2 eps (one sign per channel), projected to the eps-ball and [0, 1], and kept when
 the margin z_y - max_{j != y} z_j falls; an example stops once its margin is <= 0. Under L2 (the official L2 branch)
 the start is a grid of eta-pattern squares of side h // 5 on the eps-sphere, and each iteration writes a new pattern
-into one odd-sided window and empties a second, redistributing the norm (`_propose_l2`). As in `perturb`, the returned
-point is x_best where it is misclassified and the clean x elsewhere. `steps` counts the queries of the run, as the
-official `n_queries`: 1 for the start plus 1 per iteration the example was still attacked (0 for examples
-misclassified at x), so at most n_queries + 1 per restart. Deliberate difference: the official draws one square
+into one odd-sided window and empties a second, redistributing the norm (`_propose_windows`); under L1 (its L1
+branch) the same with patterns of unit L1 norm, each point brought into the ball by the exact L1-and-box projection
+(`parts.l1_projection`, radius eps (1 - 1e-6)). As in `perturb`, the returned point is x_best where it is
+misclassified and the clean x elsewhere. `steps` counts the queries of the run, as the official `n_queries`: 1 for
+the start plus 1 per iteration the example was still attacked (0 for examples misclassified at x), so at most
+n_queries + 1 per restart. Deliberate difference: the official draws one square
 position and one sign vector per iteration for the whole batch; here each example draws its own from its own key (the
 same per-example distribution), so an example's result does not depend on its batch or how it is split.
 """
@@ -36,7 +38,7 @@ def _stage(i):
 
 def _sides(image_shape, p_init, norm):
   """The square side of each stage, computed in float64 Python with its round-half-to-even as the official does:
-  L-inf s = max(round(sqrt(p n_features / c)), 1); L2 at least 3 and odd; both at most min(h, w)."""
+  L-inf s = max(round(sqrt(p n_features / c)), 1); L2 and L1 at least 3 and odd; all at most min(h, w)."""
   h, w, c = image_shape
   sides = []
   for k in range(len(_P_BOUNDS) + 1):
@@ -52,22 +54,30 @@ def square_side(i, image_shape, p_init=0.8, norm='linf'):
   return jnp.asarray(_sides(image_shape, p_init, norm), jnp.int32)[_stage(i)]
 
 
-def _eta_rectangles(rows, cols):
-  """The official L2 `eta_rectangles`: nested rectangles weighted 1 / (k + 1)^2 around the centre, unit L2 norm."""
+def _unit(delta, norm):
+  """delta scaled to unit L2 or L1 norm over all its entries (an empty one stays empty)."""
+  size = np.sqrt((delta ** 2).sum()) if norm == 'l2' else np.abs(delta).sum()
+  return delta / max(size, 1e-300)
+
+
+def _eta_rectangles(rows, cols, norm):
+  """The official `eta_rectangles`: nested rectangles around the centre weighted 1 / (k + 1)^2 (L2) or
+  1 / (k + 1)^4 (L1), of unit norm."""
   delta = np.zeros([rows, cols])
   row, col = rows // 2, cols // 2
   for k in range(max(rows // 2 + 1, cols // 2 + 1)):
-    delta[max(row, 0):min(row + 2 * k + 1, rows), max(0, col):min(col + 2 * k + 1, cols)] += 1.0 / (k + 1) ** 2
+    delta[max(row, 0):min(row + 2 * k + 1, rows), max(0, col):min(col + 2 * k + 1, cols)] += (
+        1.0 / (k + 1) ** (2 if norm == 'l2' else 4))
     row, col = row - 1, col - 1
-  return delta / max(np.sqrt((delta ** 2).sum()), 1e-300)
+  return _unit(delta, norm)
 
 
-def eta(side):
-  """The official L2 `eta(s)` before its random transposition: rectangles in the top half, their negative below."""
+def eta(side, norm='l2'):
+  """The official `eta(s)` before its random transposition: rectangles in the top half, their negative below."""
   delta = np.zeros([side, side])
-  delta[:side // 2] = _eta_rectangles(side // 2, side)
-  delta[side // 2:] = -_eta_rectangles(side - side // 2, side)
-  return delta / np.sqrt((delta ** 2).sum())
+  delta[:side // 2] = _eta_rectangles(side // 2, side, norm)
+  delta[side // 2:] = -_eta_rectangles(side - side // 2, side, norm)
+  return _unit(delta, norm)
 
 
 def _rows(mask, x):
@@ -103,16 +113,31 @@ def _l2_normalize(v):
   return v / (jnp.sqrt((v ** 2).sum((1, 2, 3), keepdims=True)) + 1e-12)
 
 
-def _pattern(key, side):
+def _size(v, norm, axes):
+  """The L2 or L1 norm of v over `axes`, kept as size-1 axes."""
+  return jnp.sqrt((v ** 2).sum(axes, keepdims=True)) if norm == 'l2' else jnp.abs(v).sum(axes, keepdims=True)
+
+
+def _into_ball(x, delta, eps, norm):
+  """The official last move of each L2 / L1 proposal: L2 x + eps delta / ||delta||, clipped; L1 the L1-and-box
+  projection of x + delta onto radius eps (1 - 1e-6)."""
+  eps_b = parts.per_example(eps, x)
+  if norm == 'l2':
+    return jnp.clip(x + _l2_normalize(delta) * eps_b, 0.0, 1.0)
+  # Clipped, unlike the official: the projection's float32 rounding can leave [0, 1] by 1e-7.
+  return jnp.clip(x + delta + parts.l1_projection(x, delta, jnp.asarray(eps, x.dtype) * (1 - 1e-6)), 0.0, 1.0)
+
+
+def _pattern(key, side, norm):
   """eta(side), transposed with probability 1/2 (the official draw), as a (side, side) array."""
-  table = jnp.asarray(eta(side))
+  table = jnp.asarray(eta(side, norm))
   return jnp.where(jax.random.uniform(key) > 0.5, table.T, table)
 
 
-def _l2_start(x, keys, eps):
-  """The official L2 start: a grid of (h // 5)-squares, each eta(s) with a random sign per channel, scaled to the
-  sphere of radius eps and clipped (the grid starts (h - 5 s) // 2 in and is cut at the image border). Images under
-  5 pixels high, where the official code divides by zero, get side 1."""
+def _window_start(x, keys, eps, norm):
+  """The official L2 / L1 start: a grid of (h // 5)-squares, each eta(s) with a random sign per channel, brought
+  into the ball (`_into_ball`; the grid starts (h - 5 s) // 2 in and is cut at the image border). Images under 5
+  pixels high, where the official code divides by zero, get side 1."""
   _, h, w, c = x.shape
   side = max(h // 5, 1)
   offset = (h - 5 * side) // 2
@@ -121,14 +146,14 @@ def _l2_start(x, keys, eps):
     for bj in range(w // side):
       keys, block_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
       k_pattern, k_sign = jnp.moveaxis(jax.vmap(jax.random.split)(block_keys), 1, 0)
-      pattern = jax.vmap(lambda k: _pattern(k, side))(k_pattern).astype(x.dtype)
+      pattern = jax.vmap(lambda k: _pattern(k, side, norm))(k_pattern).astype(x.dtype)
       sign = jax.vmap(lambda k: jax.random.rademacher(k, (c,), x.dtype))(k_sign)
       top, left = offset + bi * side, offset + bj * side
       rows, cols = min(side, h - top), min(side, w - left)
       if rows > 0 and cols > 0:
         block = pattern[:, :rows, :cols, None] * sign[:, None, None, :]
         delta = delta.at[:, top:top + rows, left:left + cols, :].add(block)
-  return jnp.clip(x + _l2_normalize(delta) * parts.per_example(eps, x), 0.0, 1.0)
+  return _into_ball(x, delta, eps, norm)
 
 
 def _window(row, col, side, h, w):
@@ -138,14 +163,15 @@ def _window(row, col, side, h, w):
   return in_rows[:, :, None, None] & in_cols[:, None, :, None]
 
 
-def _propose_l2(x_best, x, keys, i, eps, p_init):
-  """The official L2 iteration per example: a new eta-pattern square in window 1 (plus the old perturbation there,
-  renormalised), window 2 emptied, the mass taken from the window norms and what the eps-sphere has left; then
-  x + eps * delta / ||delta||, clipped."""
+def _propose_windows(x_best, x, keys, i, eps, p_init, norm):
+  """The official L2 / L1 iteration per example: a new eta-pattern square in window 1 (plus the old perturbation
+  there, renormalised), window 2 emptied, the mass taken from the window norms and what the eps-ball has left; then
+  into the ball (`_into_ball`)."""
   _, h, w, c = x.shape
-  sides = _sides(x.shape[1:], p_init, 'l2')
+  sides = _sides(x.shape[1:], p_init, norm)
   largest = max(sides)
-  tables = jnp.asarray(np.stack([np.pad(eta(s), ((0, largest - s), (0, largest - s))) for s in sides]), x.dtype)
+  tables = jnp.asarray(np.stack([np.pad(eta(s, norm), ((0, largest - s), (0, largest - s))) for s in sides]),
+                       x.dtype)
   stage = _stage(i)
   side = jnp.asarray(sides, jnp.int32)[stage]
 
@@ -157,17 +183,20 @@ def _propose_l2(x_best, x, keys, i, eps, p_init):
   row, col, row2, col2, sign, flip = jax.vmap(draw)(keys)
   first, second = _window(row, col, side, h, w), _window(row2, col2, side, h, w)
   delta = x_best - x
-  window_norm = lambda v, mask: jnp.sqrt((jnp.where(mask, v, 0.0) ** 2).sum((1, 2), keepdims=True))   # per channel
-  image_norm = jnp.sqrt((delta ** 2).sum((1, 2, 3), keepdims=True))
+  window_norm = lambda v, mask: _size(jnp.where(mask, v, 0.0), norm, (1, 2))   # per channel
+  image_norm = _size(delta, norm, (1, 2, 3))
   table = jnp.where(flip[:, None, None], tables[stage].T[None], tables[stage][None])   # (B, largest, largest)
   at = lambda n, start: jnp.clip(jnp.arange(n)[None, :] - start[:, None], 0, largest - 1)
   placed = jax.vmap(lambda t, r, q: t[r[:, None], q[None, :]])(table, at(h, row), at(w, col))
   new = placed[..., None] * sign[:, None, None, :] + delta / (1e-12 + window_norm(delta, first))
-  eps_b = parts.per_example(eps, x)
-  scale = jnp.sqrt(jnp.maximum(eps_b ** 2 - image_norm ** 2, 0.0) / c + window_norm(delta, first | second) ** 2)
+  eps_b, windows = parts.per_example(eps, x), window_norm(delta, first | second)
+  if norm == 'l2':
+    scale = jnp.sqrt(jnp.maximum(eps_b ** 2 - image_norm ** 2, 0.0) / c + windows ** 2)
+  else:   # as the official L1 branch, the window norms are multiplied by c too
+    scale = (jnp.maximum(eps_b - image_norm, 0.0) / c + windows) * c
   new = new / (1e-12 + window_norm(new, first)) * scale
   delta = jnp.where(first, new, jnp.where(second, 0.0, delta))
-  return jnp.clip(x + _l2_normalize(delta) * eps_b, 0.0, 1.0)
+  return _into_ball(x, delta, eps, norm)
 
 
 class _RunState(NamedTuple):
@@ -184,7 +213,7 @@ def _single_run(logits_fn, x, y, keys, todo, *, eps, n_queries, p_init, norm):
     stripes = jax.vmap(lambda k: jax.random.rademacher(k, (1,) + x.shape[2:], x.dtype))(start_keys)
     start = jnp.clip(x + parts.per_example(eps, x) * stripes, 0.0, 1.0)
   else:
-    start = _l2_start(x, start_keys, eps)
+    start = _window_start(x, start_keys, eps, norm)
   x_best = jnp.where(_rows(todo, x), start, x)
   margin = jnp.where(todo, logit_margin(logits_fn(x_best), y), 0.0)   # 0: never active
   queries = todo.astype(jnp.int32)
@@ -195,7 +224,7 @@ def _single_run(logits_fn, x, y, keys, todo, *, eps, n_queries, p_init, norm):
     if norm == 'linf':
       x_new = _propose(s.x_best, x, step_keys, square_side(s.i, x.shape[1:], p_init), eps)
     else:
-      x_new = _propose_l2(s.x_best, x, step_keys, s.i, eps, p_init)
+      x_new = _propose_windows(s.x_best, x, step_keys, s.i, eps, p_init, norm)
     margin = logit_margin(logits_fn(x_new), y)
     # With the margin loss the official "improved or misclassified" is just "lower margin" for active examples.
     better = active & (margin < s.margin)
@@ -210,7 +239,7 @@ def _single_run(logits_fn, x, y, keys, todo, *, eps, n_queries, p_init, norm):
 
 
 def square(logits_fn, x, y, key, *, eps, n_queries=5000, p_init=0.8, restarts=1, norm='linf'):
-  """Square attack under L-inf or L2 (`norm`), as AutoAttack's standard version (see the module doc).
+  """Square attack under L-inf, L2 or L1 (`norm`), as AutoAttack's standard version (see the module doc).
 
   Args:
     x: NHWC batch in [0, 1]; y: (B,) labels.
