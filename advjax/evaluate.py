@@ -11,6 +11,7 @@ import functools
 import importlib.metadata
 import json
 import os
+import sys
 import time
 
 import jax
@@ -22,12 +23,12 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from advjax import attacks, checkpoint, data, interop, metrics, models
 from advjax import train_state as ts
-from advjax.attacks.auto_attack import plus_stages, standard_stages
+from advjax.attacks.auto_attack import VERSIONS, standard_stages
 from advjax.data import pipeline
 
 
 # Scored as AutoAttack is, a cascade; the papers' protocols report each attack alone.
-CASCADE_PROTOCOLS = ('aa_standard', 'aa_plus')
+CASCADE_PROTOCOLS = ('aa_standard', 'aa_plus', 'aa_rand')
 
 
 class ProtocolError(ValueError):
@@ -39,12 +40,14 @@ def _pgd(eps, step_size, steps, init, loss=attacks.losses.cross_entropy, norm='l
 
 
 @functools.lru_cache(maxsize=64)   # the same attack objects for the same protocol: `_attack_fn` compiles once
-def protocol_attacks(name, eps=None, norm='linf'):
+def protocol_attacks(name, eps=None, norm='linf', randomized=False):
   """(eps, ((attack name, attack), ...)) of a named protocol; `eps` overrides the protocol's radius. The papers'
   protocols are L-inf; AutoAttack takes `norm` (its L2 radius defaults to RobustBench's 0.5, L1 to 12, the
-  AutoAttack paper's CIFAR-10 radius)."""
+  AutoAttack paper's CIFAR-10 radius). `randomized` (a model `logits_fn(params, x, key)`): only 'aa_rand'."""
   if norm != 'linf' and name not in CASCADE_PROTOCOLS:
     raise ProtocolError(f"protocol {name!r} is L-inf only; under {norm} use aa_standard or custom")
+  if randomized and name != 'aa_rand':
+    raise ProtocolError(f"a randomised model is evaluated with aa_rand (APGD with EoT), not {name!r}")
   cw = attacks.losses.margin(50.0)   # FAT's CW-inf: PGD on the hinged margin, kappa 50
   if name == 'dat':       # FAT Table 1 / DAT: eps 0.031, step eps/4, uniform start for every attack
     eps = eps or 0.031
@@ -64,13 +67,14 @@ def protocol_attacks(name, eps=None, norm='linf'):
     return eps, (('FGSM', functools.partial(attacks.fgsm, eps=eps)),
                  *((f'PGD-{k}', _pgd(eps, step, k, 'uniform')) for k in (10, 20, 50)),
                  ('CW-20', _pgd(eps, step, 20, 'uniform', attacks.losses.margin(None))))
-  if name in ('aa_standard', 'aa_plus'):
+  if name in CASCADE_PROTOCOLS:
     eps = eps or DEFAULT_EPS[norm]
-    return eps, (standard_stages if name == 'aa_standard' else plus_stages)(eps, norm=norm)
+    version = VERSIONS[name.removeprefix('aa_')]
+    return eps, version(eps, norm=norm, **({'randomized': True} if randomized else {}))
   raise ValueError(f'unknown protocol {name!r}; choose one of {", ".join(PROTOCOLS)} (custom: a list of attacks)')
 
 
-PROTOCOLS = ('dat', 'trades', 'trades_rs', 'mart', 'jia', 'aa_standard', 'aa_plus', 'custom')
+PROTOCOLS = ('dat', 'trades', 'trades_rs', 'mart', 'jia', 'aa_standard', 'aa_plus', 'aa_rand', 'custom')
 DEFAULT_EPS = {'linf': 8 / 255, 'l2': 0.5, 'l1': 12.0}   # AutoAttack's radii by norm
 
 
@@ -101,23 +105,28 @@ def custom_attacks(spec, eps, step_size, random_start=True, norm='linf'):
 
 
 @functools.lru_cache(maxsize=64)
-def _attack_fn(logits_fn, attack, mesh, norm):
+def _attack_fn(logits_fn, attack, mesh, norm, randomized=False):
   """Jitted, data-parallel: per example, (correct under `attack` (None: natural), the `norm` of x_adv - x, x_adv
-  finite and in [0, 1]).
+  finite and in [0, 1]). `randomized`: `logits_fn(params, x, key)`, and the check is one draw per example.
 
   Cached: evaluating several models of one architecture with the same `logits_fn` and attack objects compiles once.
   """
   def per_device(params, batch, key):
     fn = functools.partial(logits_fn, params)
     x, y = batch['image'], batch['label']
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, batch['index'])
+    predict = fn
+    if randomized:   # the check's draws from a stream of their own
+      keys, check_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+      predict = attacks.parts.one_draw(fn, check_keys)
     x_adv = x
     if attack is not None:
-      x_adv = attack(fn, x, y, jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, batch['index'])).x_adv
+      x_adv = attack(fn, x, y, keys).x_adv
     flat, delta = x_adv.reshape(x.shape[0], -1), (x_adv - x).reshape(x.shape[0], -1)
     valid = (jnp.isfinite(flat) & (flat >= 0) & (flat <= 1)).all(-1)
     size = {'linf': lambda d: jnp.abs(d).max(-1), 'l2': lambda d: jnp.sqrt((d ** 2).sum(-1)),
             'l1': lambda d: jnp.abs(d).sum(-1)}[norm](delta)
-    return fn(x_adv).argmax(-1) == y, size, valid
+    return predict(x_adv).argmax(-1) == y, size, valid
 
   return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(ts.AXIS), P()), out_specs=P(ts.AXIS)))
 
@@ -138,16 +147,41 @@ def check_classes(stages, num_classes):
   return warnings
 
 
-def sanity_warnings(logits_fn, params, x, y, forwards=5, tolerance=1e-4):
+def differentiates(fn, *args):
+  """Whether tracing fn(*args) runs JAX's autodiff, as the official `check_dynamic` watches a PyTorch forward for
+  calls of `grad` / `backward` (a defence that optimises at test time). A fresh function is traced, so jit's cache
+  is not consulted for it; a caller's own jitted function already traced at these shapes is not looked into."""
+  autodiff = os.path.join('jax', '_src', 'interpreters', 'ad.py')
+  calls = []
+
+  def watch(frame, event, _):
+    if event == 'call' and frame.f_code.co_filename.endswith(autodiff):
+      calls.append(frame.f_code.co_name)
+  previous = sys.gettrace()
+  sys.settrace(watch)
+  try:
+    jax.make_jaxpr(lambda *a: fn(*a))(*args)
+  finally:
+    sys.settrace(previous)
+  return bool(calls)
+
+
+def sanity_warnings(logits_fn, params, x, y, forwards=5, tolerance=1e-4, randomness=True):
   """AutoAttack's checks on a sample (fra31/auto-attack a392200, autoattack/checks.py): a randomised model (5
   forwards differ, in predictions or in L2-normalised logits beyond 1e-4: a key-less logits_fn can only differ
-  through hidden state or host callbacks), probabilities instead of logits, points whose loss gradient is exactly 0."""
+  through hidden state or host callbacks; not with `randomness=False`, as the official skips it for 'rand'),
+  probabilities instead of logits, points whose loss gradient is exactly 0, a dynamic model (its forward
+  differentiates)."""
   warnings = []
-  outputs = [np.asarray(logits_fn(params, x)) for _ in range(forwards)]
+  if differentiates(logits_fn, params, x):
+    warnings.append('the forward differentiates (a dynamic, test-time optimising defence?): AutoAttack may be '
+                    'insufficient; use an adaptive attack')
+  outputs = [np.asarray(logits_fn(params, x)) for _ in range(forwards if randomness else 1)]
   normalised = [o / (np.linalg.norm(o, axis=-1, keepdims=True) + 1e-10) for o in outputs]
   if (len({int((o.argmax(-1) == y).sum()) for o in outputs}) > 1
       or max(np.linalg.norm(a - b, axis=-1).max() for a in normalised for b in normalised) > tolerance):
-    warnings.append(f'the model is randomised ({forwards} forwards differ): use an EoT-style evaluation')
+    warnings.append(f'the model is randomised ({forwards} forwards differ): use aa_rand (EoT), with the model as '
+                    'logits_fn(params, x, key)')
   first = outputs[0]
   if first.max() < 1 + 1e-5 and first.min() > -1e-5 and np.all(np.abs(first.sum(-1) - 1) < 1e-5):
     warnings.append('outputs look like probabilities, not logits: margin and DLR losses assume logits')
@@ -224,7 +258,7 @@ def _run_stage(fn, params, loader, indices, key, results, save):
 
 
 def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=None, batch_size=500, key=None,
-             mesh=None, individual=None, state_path=None, fingerprint=None, norm='linf'):
+             mesh=None, individual=None, state_path=None, fingerprint=None, norm='linf', randomized=False):
   """Robust accuracy under `protocol` over uint8 `images` (N, H, W, C) and `labels`.
 
   `protocol` is a name from PROTOCOLS or a sequence of (name, attack) pairs (e.g. `custom_attacks(...)`, with `eps`).
@@ -234,6 +268,7 @@ def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=N
   attack alone) runs each on every point classified correctly, as `run_standard_evaluation_individual`. Each
   example's random draws depend on its index, not on its batch. `state_path`: a JSON file rewritten after every
   batch, from which a rerun with the same settings (and the same `fingerprint` of the weights) goes on.
+  `randomized`: `logits_fn(params, x, key)` is a randomised model (protocol 'aa_rand'); each check is one draw.
   Returns dict(eps, examples, mode, rows=[dict(attack, attacked, cumulative, seconds, and accuracy alone when
   individual)], robust (per-example flags), broken_by (per example, the row of the first attack that broke it: 0
   misclassified when clean, -1 robust), max_perturbation (in `norm`, over the adversarial points found),
@@ -241,17 +276,20 @@ def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=N
   """
   mesh = mesh or ts.make_mesh()
   key = jax.random.key(0) if key is None else key
-  eps, stages = protocol_attacks(protocol, eps, norm) if isinstance(protocol, str) else (eps, tuple(protocol))
+  eps, stages = (protocol_attacks(protocol, eps, norm, randomized) if isinstance(protocol, str)
+                 else (eps, tuple(protocol)))
   if individual is None:
     individual = protocol not in CASCADE_PROTOCOLS
   sample = jnp.asarray(images[:min(len(labels), batch_size)], jnp.float32) / 255
-  warnings = check_classes(stages, jax.eval_shape(logits_fn, params, sample).shape[-1])   # before any compile
+  one_draw = (lambda p, v: logits_fn(p, v, jax.random.key(0))) if randomized else logits_fn
+  warnings = check_classes(stages, jax.eval_shape(one_draw, params, sample).shape[-1])   # before any compile
   params = jax.device_put(params, NamedSharding(mesh, P()))
-  warnings += sanity_warnings(logits_fn, params, sample, np.asarray(labels[:len(sample)]))
+  warnings += sanity_warnings(one_draw, params, sample, np.asarray(labels[:len(sample)]),
+                              randomness=protocol != 'aa_rand')
   loader = pipeline.Loader(mesh, images, labels, batch_size, process_index=0, process_count=1)
   saved = _Saved(state_path, dict(
-      attacks=[name for name, _ in stages], eps=eps, norm=norm, examples=len(labels), individual=individual,
-      batch_size=batch_size, key=np.asarray(jax.random.key_data(key)).tolist(),
+      attacks=[name for name, _ in stages], eps=eps, norm=norm, randomized=randomized, examples=len(labels),
+      individual=individual, batch_size=batch_size, key=np.asarray(jax.random.key_data(key)).tolist(),
       labels=int(np.asarray(labels, np.int64) @ np.arange(len(labels))), checkpoint=fingerprint))
   rows, robust, natural = [], np.ones(len(labels), bool), None
   broken_by = np.full(len(labels), -1)
@@ -259,8 +297,8 @@ def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=N
   for stage, (name, attack) in enumerate((('natural', None),) + tuple(stages)):
     attacked = np.flatnonzero(natural if individual and natural is not None else robust)
     results = saved.results(name)
-    _run_stage(_attack_fn(logits_fn, attack, mesh, norm), params, loader, attacked, jax.random.fold_in(key, stage),
-               results, saved.save)
+    _run_stage(_attack_fn(logits_fn, attack, mesh, norm, randomized), params, loader, attacked,
+               jax.random.fold_in(key, stage), results, saved.save)
     correct = np.asarray(results['correct'], bool)
     if stage and not correct.all():
       worst = max(worst, float(np.max(np.asarray(results['delta'])[~correct])))

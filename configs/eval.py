@@ -12,7 +12,8 @@ normalised its input inside, its mean and std (`--config.model.mean='(0.4914, 0.
 Protocols (advjax/evaluate.py): 'dat' (FAT Table 1: FGSM, PGD-20, CW-30, step eps/4, random start, eps 0.031),
 'trades' / 'trades_rs' (FAT Tables 2-3: step 0.003, without / with a random start), 'mart' (FAT Table 4: eps 8/255,
 step eps/10), 'aa_standard' (AutoAttack standard, eps 8/255, L2 0.5, L1 12: APGD-CE, APGD-T, FAB-T, Square) and
-'aa_plus' (its plus version); 'custom' takes a list:
+'aa_plus' (its plus version), 'aa_rand' (its rand version, APGD-CE and APGD-DLR with EoT over 20 forwards, for
+randomised models; the networks here are deterministic, where it is APGD at 20x the cost); 'custom' takes a list:
   --config.protocol=custom --config.attacks=fgsm,pgd-100,cw-30,square --config.eps=0.031
 The table (points attacked, accuracy under each attack alone where the mode is 'individual', under all so far, and
 time per attack) is printed and written to <checkpoint>/eval_<protocol>.md and .json (with per-example robust flags);

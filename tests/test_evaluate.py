@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from advjax import attacks, evaluate
-from advjax.attacks.auto_attack import standard_stages
+from advjax.attacks.auto_attack import rand_stages, standard_stages
 
 
 @pytest.fixture(scope='module')
@@ -69,12 +69,17 @@ def test_sanity_warnings():
   probabilities = lambda params, v: jax.nn.softmax(v.reshape(2, -1)[:, :3])
   assert any('probabilities' in w for w in evaluate.sanity_warnings(probabilities, {}, x, y))
   calls = iter(range(100))
-  randomised = lambda params, v: v.reshape(2, -1)[:, :3] * next(calls)
+  randomised = lambda params, v: v.reshape(2, -1)[:, :3] + next(calls)   # a hidden counter
   assert any('randomised (5 forwards' in w for w in evaluate.sanity_warnings(randomised, {}, x, y))
   flat = lambda params, v: jnp.round(v.reshape(2, -1)[:, :3])   # round(): zero gradient everywhere
   assert any('2 of 2 sampled points have a zero loss gradient' in w
              for w in evaluate.sanity_warnings(flat, {}, x, y))
-  assert evaluate.sanity_warnings(lambda params, v: v.reshape(2, -1)[:, :3] * 3, {}, x, y) == []
+  static = lambda params, v: jax.nn.relu(v.reshape(2, -1)[:, :3] * 3 + 1)   # relu: a custom_jvp, not autodiff
+  assert evaluate.sanity_warnings(static, {}, x, y) == []
+  # A test-time optimising defence: one gradient step on its own loss inside the forward (the official check_dynamic).
+  dynamic = lambda params, v: static(params, v - 0.1 * jax.grad(lambda u: static(params, u).sum())(v))
+  for model in (dynamic, jax.jit(dynamic)):
+    assert any('the forward differentiates' in w for w in evaluate.sanity_warnings(model, {}, x, y))
 
 
 def test_square_warning_follows_the_official_threshold():
@@ -189,3 +194,41 @@ def test_the_l1_standard_version_is_the_official():
   assert (linf['APGD-CE']['restarts'], linf['APGD-CE']['large_eps'], linf['APGD-T']['n_targets']) == (1, False, 9)
   with pytest.raises(ValueError, match="unknown attack 'fgsm' under l1"):
     evaluate.custom_attacks('apgd-ce,fgsm', eps=5.0, step_size=1.0, norm='l1')
+
+
+def test_the_rand_version_on_a_randomised_model(model_and_data):
+  """A randomised model, logits_fn(params, x, key) (the MLP on noisy inputs), under the rand version (5 steps, EoT
+  over 2 forwards here): each forward, the checks between stages too, draws from the example's own key, so an
+  example's draw does not depend on its batch; the official 'rand' settings; the other versions refuse it."""
+  logits_fn, images, labels = model_and_data
+  noisy = lambda params, v, key: logits_fn(params, v + 0.1 * jax.random.normal(key, v.shape))
+  stages = rand_stages(0.1, steps=5, eot_iter=2, randomized=True)
+  # Batches of 2 (one per device): one compile per stage.
+  result = evaluate.evaluate(noisy, {}, images[:24], labels[:24], stages, eps=0.1, randomized=True, batch_size=2,
+                             individual=False)
+  assert [r['attack'] for r in result['rows']] == ['natural', 'APGD-CE', 'APGD-DLR']
+  attacked = [r['attacked'] for r in result['rows']]
+  assert attacked[1] > attacked[2] > sum(result['robust']) > 0   # each stage breaks some, on the survivors
+  assert not any('randomised' in w for w in result['warnings'])   # the official skips that check for 'rand'
+
+  x, y = jnp.asarray(images[:32], jnp.float32) / 255, jnp.asarray(labels[:32])
+  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(0), jnp.arange(32))   # one per example
+  one_draw = attacks.parts.one_draw(functools.partial(noisy, {}), keys)
+  np.testing.assert_array_equal(attacks.parts.one_draw(functools.partial(noisy, {}), keys[:16])(x[:16]),
+                                one_draw(x)[:16])
+  assert not np.array_equal(one_draw(x), logits_fn({}, x))
+  whole = jax.jit(lambda x, y, k: attacks.autoattack(functools.partial(noisy, {}), x, y, k, eps=0.1, version='rand',
+                                                     randomized=True, steps=5, eot_iter=2))(x, y, keys)
+  changed = np.asarray(jnp.abs(whole.x_adv - x).max((1, 2, 3)) > 0)
+  assert 0 < changed.sum() < 32 and float(jnp.abs(whole.x_adv - x).max()) <= 0.1 + 1e-6
+  assert set(np.asarray(whole.steps)[changed]) <= {12, 24}   # (5 + 1) x 2 gradients per stage it reached
+
+  _, stages = evaluate.protocol_attacks('aa_rand', None, 'linf', randomized=True)
+  assert [(name, a.keywords['loss'], a.keywords['eot_iter']) for name, a in stages] == [
+      ('APGD-CE', 'ce', 20), ('APGD-DLR', 'dlr', 20)]
+  assert all(a.keywords.get('restarts', 1) == 1 and a.keywords['randomized'] for _, a in stages)
+  assert not any(a.keywords['randomized'] for _, a in evaluate.protocol_attacks('aa_rand')[1])   # key-less models
+  with pytest.raises(evaluate.ProtocolError, match="randomised model is evaluated with aa_rand"):
+    evaluate.protocol_attacks('aa_standard', None, 'linf', randomized=True)
+  with pytest.raises(ValueError, match="randomised model takes version 'rand'"):
+    attacks.autoattack(noisy, x, y, jax.random.key(0), eps=0.1, randomized=True)

@@ -75,58 +75,86 @@ def _step_and_projection(norm, x, eps):
   raise ValueError(f"APGD's norm must be 'linf' or 'l2', got {norm!r}")
 
 
-def _loss_and_grad(logits_fn, y, loss, target):
-  """v -> (per-example loss, logits, gradient of the summed loss) for `loss` ('ce', 'dlr', 'dlr_targeted')."""
+def _forward(logits_fn, keys, randomized):
+  """draw -> (v -> logits): a deterministic logits_fn as it is; a randomised `logits_fn(x, key)` at its `draw`-th
+  forward, each example from its own key (`parts.one_draw`)."""
+  if not randomized:
+    return lambda draw: logits_fn
+  return lambda draw: parts.one_draw(logits_fn, parts.fold_in(keys, draw))
+
+
+def _loss_and_grad(forward, y, loss, target, eot_iter=1):
+  """(v, call) -> (per-example loss, logits, gradient of the summed loss) for `loss` ('ce', 'dlr', 'dlr_targeted').
+
+  With eot_iter > 1, the official EoT: the gradient summed over eot_iter forwards (draws call * eot_iter + j of a
+  randomised model) in order, then divided; the loss and logits are the last forward's."""
   objective = {'ce': lambda z: optax.softmax_cross_entropy_with_integer_labels(z, y),
                'dlr': lambda z: dlr_loss(z, y),
                'dlr_targeted': lambda z: targeted_dlr_loss(z, y, target)}[loss]
 
-  def loss_and_grad(v):
+  def one_forward(v, draw):
     def total(v):
-      logits = logits_fn(v)
+      logits = forward(draw)(v)
       per_example = objective(logits)
       return per_example.sum(), (per_example, logits)
     (_, (per_example, logits)), grad = jax.value_and_grad(total, has_aux=True)(v)
     return per_example, logits, grad
+
+  def loss_and_grad(v, call):
+    first = one_forward(v, call * eot_iter)
+    if eot_iter == 1:
+      return first
+
+    def add(j, summed):
+      per_example, logits, grad = one_forward(v, call * eot_iter + j)
+      return per_example, logits, summed[2] + grad
+    per_example, logits, grad = jax.lax.fori_loop(1, eot_iter, add, first)
+    return per_example, logits, grad / eot_iter
   return loss_and_grad
 
 
 def apgd(logits_fn, x, y, key, *, eps, steps=100, loss='ce', target=None, rho=0.75, norm='linf', start=None,
-         restarts=1, large_eps=False):
+         restarts=1, large_eps=False, eot_iter=1, randomized=False):
   """APGD under L-inf, L2 or L1 (`norm`) on `loss` ('ce', 'dlr', or 'dlr_targeted' with `target` labels), from a
   random point on the ball's surface (L1: a normal draw projected into the ball) or from `start` (the official
   `x_init`); `restarts` runs from fresh starts, each kept for the points still robust (the official `n_restarts`);
-  `large_eps` (L1 only) the official `use_largereps` schedule.
+  `large_eps` (L1 only) the official `use_largereps` schedule; `eot_iter` the gradients averaged per step (the
+  official EoT, for randomised models). `randomized`: `logits_fn(x, key)` is a randomised model, each forward a
+  fresh draw from the example's key; an example counts as broken when an iterate is misclassified on its draw.
 
   Returns AttackOutput: the last misclassified iterate where one was found (AutoAttack's `x_best_adv`), the clean x
   elsewhere; `steps` counts gradient evaluations.
   """
+  keys = parts.example_keys(key, x.shape[0])
   if restarts > 1:
-    keys = parts.example_keys(key, x.shape[0])
-    x_adv, robust = x, logits_fn(x).argmax(-1) == y
+    check = _forward(logits_fn, parts.fold_in(keys, restarts), randomized)   # draws apart from every restart's
+    x_adv, robust, used = x, check(0)(x).argmax(-1) == y, jnp.zeros_like(y, jnp.int32)
     for r in range(restarts):
       out = apgd(logits_fn, x, y, parts.fold_in(keys, r), eps=eps, steps=steps, loss=loss, target=target, rho=rho,
-                 norm=norm, large_eps=large_eps)
-      broken = robust & (logits_fn(out.x_adv).argmax(-1) != y)
+                 norm=norm, large_eps=large_eps, eot_iter=eot_iter, randomized=randomized)
+      broken = robust & (check(r + 1)(out.x_adv).argmax(-1) != y)
       x_adv, robust = jnp.where(parts.per_example(broken, x), out.x_adv, x_adv), robust & ~broken
-    return AttackOutput(x_adv, jnp.full(y.shape, restarts * (steps + 1), jnp.int32))
+      used = used + out.steps
+    return AttackOutput(x_adv, used)
   if large_eps and norm != 'l1':
     raise ValueError(f"large_eps is APGD-L1's schedule, not {norm}'s")
-  loss_and_grad = _loss_and_grad(logits_fn, y, loss, target)
-  keys = parts.example_keys(key, x.shape[0])
+  draw_keys = None
+  if randomized:   # the model's draws from a stream of their own
+    keys, draw_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+  loss_and_grad = _loss_and_grad(_forward(logits_fn, draw_keys, randomized), y, loss, target, eot_iter)
   if norm == 'l1':
     run = _large_eps_l1 if large_eps else _apgd_l1
     _, broken, x_adv = run(loss_and_grad, x, y, keys, eps, steps, start)
     x_adv = jnp.clip(x_adv, 0.0, 1.0)   # the projection's float32 rounding can leave [0, 1] by 1e-7
     return AttackOutput(jax.lax.stop_gradient(jnp.where(parts.per_example(broken, x), x_adv, x)),
-                        jnp.full(y.shape, steps + (3 if large_eps else 1), jnp.int32))
+                        jnp.full(y.shape, (steps + (3 if large_eps else 1)) * eot_iter, jnp.int32))
   eps_b = parts.per_example(eps, x)
   step_direction, project = _step_and_projection(norm, x, eps)
   if start is None:
     noise = parts.uniform_noise(keys, x, -1.0, 1.0) if norm == 'linf' else parts.normal_noise(keys, x)
     start = x + eps_b * _normalize(noise, norm)
   x0 = jnp.clip(start, 0.0, 1.0)
-  loss0, logits0, grad0 = loss_and_grad(x0)
+  loss0, logits0, grad0 = loss_and_grad(x0, 0)
   wrong0 = logits0.argmax(-1) != y
   is_checkpoint, lengths = checkpoints(steps)
   expand = lambda mask: parts.per_example(mask, x)
@@ -137,7 +165,7 @@ def apgd(logits_fn, x, y, key, *, eps, steps=100, loss='ce', target=None, rho=0.
     momentum = jnp.where(i == 0, 1.0, 0.75)
     z = project(x_cur + parts.per_example(eta, x) * step_direction(grad))
     x_next = project(x_cur + momentum * (z - x_cur) + (1 - momentum) * (x_cur - x_old))
-    value, logits, grad = loss_and_grad(x_next)
+    value, logits, grad = loss_and_grad(x_next, i + 1)
     wrong = logits.argmax(-1) != y
     x_adv = jnp.where(expand(wrong), x_next, x_adv)   # the latest misclassified iterate, as the official code
     broken = broken | wrong
@@ -164,7 +192,7 @@ def apgd(logits_fn, x, y, key, *, eps, steps=100, loss='ce', target=None, rho=0.
   final = jax.lax.fori_loop(0, steps, body, state)
   x_adv, broken = final[7], final[8]
   return AttackOutput(jax.lax.stop_gradient(jnp.where(expand(broken), x_adv, x)),
-                      jnp.full(y.shape, steps + 1, jnp.int32))
+                      jnp.full(y.shape, (steps + 1) * eot_iter, jnp.int32))
 
 
 def _apgd_l1(loss_and_grad, x, y, keys, eps, steps, start):
@@ -182,7 +210,7 @@ def _apgd_l1(loss_and_grad, x, y, keys, eps, steps, start):
     noise = parts.normal_noise(keys, x)
     start = x + noise + parts.l1_projection(x, noise, eps)
   x0 = jnp.clip(start, 0.0, 1.0)
-  loss0, logits0, grad0 = loss_and_grad(x0)
+  loss0, logits0, grad0 = loss_and_grad(x0, 0)
   zeros = jnp.zeros_like(loss0, jnp.float32)   # per-example carries varying like the loss inside shard_map
   sp_old = parts.l0_norm(x0 - x) if given else zeros.astype(jnp.int32) + n_fts
   topk = sp_old.astype(jnp.float32) / n_fts / 1.5 if given else zeros + 0.2
@@ -199,7 +227,7 @@ def _apgd_l1(loss_and_grad, x, y, keys, eps, steps, start):
     direction = jnp.sign(grad * (jnp.abs(grad) >= expand(threshold)))
     delta = x_cur + expand(step) * direction / expand(parts.l1_norm(direction) + 1e-10) - x
     x_next = x + delta + parts.l1_projection(x, delta, eps)
-    value, logits, grad = loss_and_grad(x_next)
+    value, logits, grad = loss_and_grad(x_next, i + 1)
     wrong = logits.argmax(-1) != y
     x_adv = jnp.where(expand(wrong), x_next, x_adv)
     broken = broken | wrong
@@ -232,9 +260,12 @@ def _large_eps_l1(loss_and_grad, x, y, keys, eps, steps, start):
   first = math.ceil(0.3 * steps)   # as the official float arithmetic: 31 of 100
   x_init = x + parts.normal_noise(keys, x) if start is None else start
   x_init = x_init + parts.l1_projection(x, x_init - x, 3 * eps)
+  calls = 0   # a randomised model's draws go on across the phases
   for factor, phase_steps in ((3, first), (2, first), (1, steps - 2 * first)):
     x_init = x_init + parts.l1_projection(x, x_init - x, factor * eps)
-    x_init, broken, x_adv = _apgd_l1(loss_and_grad, x, y, keys, factor * eps, phase_steps, x_init)
+    phase = lambda v, call, offset=calls: loss_and_grad(v, call + offset)
+    x_init, broken, x_adv = _apgd_l1(phase, x, y, keys, factor * eps, phase_steps, x_init)
+    calls += phase_steps + 1
   return x_init, broken, x_adv
 
 

@@ -31,6 +31,12 @@ def fold_in(keys, data):
   return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, data)
 
 
+def one_draw(model, keys):
+  """A randomised `model(x, key)` as x -> logits for one draw: example i draws from keys[i], on its own (vmapped),
+  so that its draw does not depend on its batch."""
+  return lambda x: jax.vmap(lambda xi, k: model(xi[None], k)[0])(x, keys)
+
+
 def uniform_noise(keys, x, low, high):
   """U(low, high) noise shaped like `x`, one key per example."""
   shape = x.shape[1:]

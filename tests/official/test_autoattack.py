@@ -1,7 +1,7 @@
 """advjax's AutoAttack parts against the official code itself (pyautoattack 0.2.0, the package of fra31/auto-attack
 at a392200: autoattack/autopgd_base.py, fab_pt.py, fab_projections.py, square.py), under L-inf, L2 and L1, from the
 same start. (Square's draws are per batch in the official code and per example here, so only its L2 and L1
-patterns are compared point for point.)
+patterns are compared here; test_autoattack_cascade.py shares its draws with the official code's.)
 
 Both sides run one float64 network (an MLP; NHWC in advjax, NCHW in PyTorch, flattened in the same order) in
 float64, so that a sign or a step-size decision cannot flip on float32 rounding. APGD is compared at
@@ -90,6 +90,38 @@ def test_apgd_matches_the_official_attack_single_run(norm, loss):
   np.testing.assert_array_equal(broken, ~acc.numpy())
   assert 0 < broken.sum() < BATCH   # the comparison means something: some points break, some do not
   np.testing.assert_allclose(got[broken], nhwc(x_best_adv)[broken], atol=1e-10)
+
+
+@pytest.mark.parametrize('loss', ['ce', 'dlr'])
+def test_apgd_eot_on_a_randomised_model_matches_the_official(loss):
+  """The 'rand' version's APGD (EoT; over 4 forwards here, 20 in the protocol) on a randomised model, the MLP on
+  x + N(0, 0.05^2) noise. The PyTorch model replays advjax's draws in the order of the official forwards (eot_iter
+  per gradient, from the start on), so both see the same randomness; float64."""
+  logits_fn, torch_fn = mlp()
+  x, y = batch()
+  eps, steps, eot, sigma = EPS['linf'], 10, 4, 0.05
+  noise = lambda v, key: jax.random.normal(key, v.shape, v.dtype)
+  noisy = lambda v, key: logits_fn(v + sigma * noise(v, key))
+  keys = auto_pgd.parts.example_keys(jax.random.key(0), BATCH)
+  _, draw_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)   # APGD's stream for a randomised model
+  draws = iter(range((steps + 1) * eot))
+  replayed = lambda d: nchw(auto_pgd.parts.one_draw(noise, auto_pgd.parts.fold_in(draw_keys, d))(jnp.asarray(x)))
+  replay = lambda t: torch_fn(t + sigma * replayed(next(draws)))
+  start = np.clip(x + eps * np.sign(np.random.RandomState(3).uniform(-1, 1, x.shape)), 0, 1)
+  out = auto_pgd.apgd(noisy, jnp.asarray(x), jnp.asarray(y), jax.random.key(0), eps=eps, steps=steps, loss=loss,
+                      start=start, eot_iter=eot, randomized=True)
+  official = autopgd_base.APGDAttack(replay, n_iter=steps, norm='Linf', eps=eps, seed=0, device='cpu', loss=loss,
+                                     eot_iter=eot)
+  official.init_hyperparam(nchw(x))
+  _, acc, _, x_best_adv = official.attack_single_run(nchw(x), torch.from_numpy(y), x_init=nchw(start))
+  assert next(draws, None) is None   # the official made exactly the forwards advjax drew for
+  got = np.asarray(out.x_adv)
+  broken = np.abs(got - x).reshape(BATCH, -1).max(1) > 0   # the clean x is returned where nothing broke
+  np.testing.assert_array_equal(broken, ~acc.numpy())
+  assert 0 < broken.sum() < BATCH
+  # DLR's ratio amplifies the rounding of the noisy input (XLA may fuse x + sigma * noise) to 8e-10 on 2 of 1104 values.
+  np.testing.assert_allclose(got[broken], nhwc(x_best_adv)[broken], atol=1e-10 if loss == 'ce' else 1e-9)
+  assert (np.asarray(out.steps) == (steps + 1) * eot).all()
 
 
 @pytest.mark.parametrize('norm', ['linf', 'l2', 'l1'])
