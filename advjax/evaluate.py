@@ -117,15 +117,14 @@ def _attack_fn(logits_fn, attack, mesh, norm, randomized=False):
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, batch['index'])
     predict = fn
     if randomized:   # the check's draws from a stream of their own
-      keys, check_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+      keys, check_keys = attacks.parts.split(keys)
       predict = attacks.parts.one_draw(fn, check_keys)
     x_adv = x
     if attack is not None:
       x_adv = attack(fn, x, y, keys).x_adv
     flat, delta = x_adv.reshape(x.shape[0], -1), (x_adv - x).reshape(x.shape[0], -1)
     valid = (jnp.isfinite(flat) & (flat >= 0) & (flat <= 1)).all(-1)
-    size = {'linf': lambda d: jnp.abs(d).max(-1), 'l2': lambda d: jnp.sqrt((d ** 2).sum(-1)),
-            'l1': lambda d: jnp.abs(d).sum(-1)}[norm](delta)
+    size = attacks.parts.norm_of(delta, norm)
     return predict(x_adv).argmax(-1) == y, size, valid
 
   return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(ts.AXIS), P()), out_specs=P(ts.AXIS)))
@@ -281,10 +280,10 @@ def evaluate(logits_fn, params, images, labels, protocol='aa_standard', *, eps=N
   if individual is None:
     individual = protocol not in CASCADE_PROTOCOLS
   sample = jnp.asarray(images[:min(len(labels), batch_size)], jnp.float32) / 255
-  one_draw = (lambda p, v: logits_fn(p, v, jax.random.key(0))) if randomized else logits_fn
-  warnings = check_classes(stages, jax.eval_shape(one_draw, params, sample).shape[-1])   # before any compile
+  forward = (lambda p, v: logits_fn(p, v, jax.random.key(0))) if randomized else logits_fn   # one draw
+  warnings = check_classes(stages, jax.eval_shape(forward, params, sample).shape[-1])   # before any compile
   params = jax.device_put(params, NamedSharding(mesh, P()))
-  warnings += sanity_warnings(one_draw, params, sample, np.asarray(labels[:len(sample)]),
+  warnings += sanity_warnings(forward, params, sample, np.asarray(labels[:len(sample)]),
                               randomness=protocol != 'aa_rand')
   loader = pipeline.Loader(mesh, images, labels, batch_size, process_index=0, process_count=1)
   saved = _Saved(state_path, dict(

@@ -94,7 +94,7 @@ def autoattack(logits_fn, x, y, key, *, eps, version='standard', randomized=Fals
   keys = parts.example_keys(key, x.shape[0])
   check_keys = keys
   if randomized:   # the checks' draws from a stream of their own
-    keys, check_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    keys, check_keys = parts.split(keys)
     stage_settings['randomized'] = True
   predict = lambda v, k: (parts.one_draw(logits_fn, k)(v) if randomized else logits_fn(v)).argmax(-1)
   sizes = compaction_sizes(x.shape[0], compact_min_size) if compact_min_size else [x.shape[0]]

@@ -56,9 +56,7 @@ def checkpoints(steps):
 
 def _normalize(v, norm):
   """The official `normalize`: v / (||v|| + 1e-12) per example."""
-  flat = v.reshape(v.shape[0], -1)
-  size = jnp.abs(flat).max(-1) if norm == 'linf' else jnp.sqrt((flat ** 2).sum(-1))
-  return v / parts.per_example(size + 1e-12, v)
+  return v / parts.per_example(parts.norm_of(v, norm) + 1e-12, v)
 
 
 def _step_and_projection(norm, x, eps):
@@ -140,7 +138,7 @@ def apgd(logits_fn, x, y, key, *, eps, steps=100, loss='ce', target=None, rho=0.
     raise ValueError(f"large_eps is APGD-L1's schedule, not {norm}'s")
   draw_keys = None
   if randomized:   # the model's draws from a stream of their own
-    keys, draw_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+    keys, draw_keys = parts.split(keys)
   loss_and_grad = _loss_and_grad(_forward(logits_fn, draw_keys, randomized), y, loss, target, eot_iter)
   if norm == 'l1':
     run = _large_eps_l1 if large_eps else _apgd_l1

@@ -158,11 +158,6 @@ def _flat(v):
   return v.reshape(v.shape[0], -1)
 
 
-def _norm(v, norm):
-  return {'linf': lambda f: jnp.abs(f).max(1), 'l2': lambda f: jnp.sqrt((f ** 2).sum(1)),
-          'l1': lambda f: jnp.abs(f).sum(1)}[norm](_flat(v))
-
-
 def _margin_and_grad(logits_fn, x, y, target):
   """z_t - z_y per example and its input gradient (that of the batch sum: examples are independent)."""
   def total(v):
@@ -181,7 +176,7 @@ def _fab_step(x_cur, x, margin, grad, alpha_max, eta, norm):
   b = (w * _flat(x_cur)).sum(1) - margin
   d_cur = PROJECTIONS[norm](_flat(x_cur), w, b).reshape(x.shape)
   d_clean = PROJECTIONS[norm](_flat(x), w, b).reshape(x.shape)
-  n_cur, n_clean = jnp.maximum(_norm(d_cur, norm), 1e-8), jnp.maximum(_norm(d_clean, norm), 1e-8)
+  n_cur, n_clean = jnp.maximum(parts.norm_of(d_cur, norm), 1e-8), jnp.maximum(parts.norm_of(d_clean, norm), 1e-8)
   alpha = parts.per_example(jnp.clip(n_cur / (n_cur + n_clean), 0.0, alpha_max), x)
   return jnp.clip((x_cur + eta * d_cur) * (1 - alpha) + (x + eta * d_clean) * alpha, 0.0, 1.0)
 
@@ -215,7 +210,7 @@ def _target_run(logits_fn, x, y, target, *, steps, alpha_max, eta, beta, norm, s
       margin, grad = _margin_and_grad(logits_fn, x_cur, y, target)
     x_cur = _fab_step(x_cur, x, margin, grad, alpha_max, eta, norm)
     is_adv = logits_fn(x_cur).argmax(-1) != y
-    distance = _norm(x_cur - x, norm)
+    distance = parts.norm_of(x_cur - x, norm)
     better = is_adv & (distance < best_norm)
     best_x = jnp.where(parts.per_example(better, x), x_cur, best_x)
     best_norm = jnp.where(better, distance, best_norm)
@@ -241,7 +236,7 @@ def fab(logits_fn, x, y, key, *, eps, steps=100, restarts=5, alpha_max=0.1, eta=
       restart_keys = parts.fold_in(keys, r)
       noise = (parts.uniform_noise(restart_keys, x, -1.0, 1.0) if norm == 'linf' else
                parts.normal_noise(restart_keys, x))
-      start = jnp.clip(x + parts.per_example(eps / 2 / _norm(noise, norm), x) * noise, 0.0, 1.0)
+      start = jnp.clip(x + parts.per_example(eps / 2 / parts.norm_of(noise, norm), x) * noise, 0.0, 1.0)
     best_x, best_norm = _target_run(logits_fn, x, y, None, steps=steps, alpha_max=alpha_max, eta=eta, beta=beta,
                                     norm=norm, start=start)
     broken = robust & (best_norm <= eps) & (logits_fn(best_x).argmax(-1) != y)

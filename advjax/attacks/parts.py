@@ -37,6 +37,12 @@ def one_draw(model, keys):
   return lambda x: jax.vmap(lambda xi, k: model(xi[None], k)[0])(x, keys)
 
 
+def split(keys):
+  """Two independent streams from per-example keys: (B,) keys -> two (B,) keys."""
+  first, second = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+  return first, second
+
+
 def uniform_noise(keys, x, low, high):
   """U(low, high) noise shaped like `x`, one key per example."""
   shape = x.shape[1:]
@@ -59,6 +65,11 @@ def l2_norm(v):
 
 def l1_norm(v):
   return jnp.abs(v.reshape(v.shape[0], -1)).sum(-1)
+
+
+def norm_of(v, norm):
+  """Per-example L-inf, L2 or L1 norm of a batch, shaped (B,)."""
+  return {'linf': lambda v: jnp.abs(v.reshape(v.shape[0], -1)).max(-1), 'l2': l2_norm, 'l1': l1_norm}[norm](v)
 
 
 def l0_norm(v):

@@ -144,8 +144,8 @@ def _window_start(x, keys, eps, norm):
   delta = jnp.zeros_like(x)
   for bi in range(h // side):
     for bj in range(w // side):
-      keys, block_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
-      k_pattern, k_sign = jnp.moveaxis(jax.vmap(jax.random.split)(block_keys), 1, 0)
+      keys, block_keys = parts.split(keys)
+      k_pattern, k_sign = parts.split(block_keys)
       pattern = jax.vmap(lambda k: _pattern(k, side, norm))(k_pattern).astype(x.dtype)
       sign = jax.vmap(lambda k: jax.random.rademacher(k, (c,), x.dtype))(k_sign)
       top, left = offset + bi * side, offset + bj * side
@@ -208,7 +208,7 @@ class _RunState(NamedTuple):
 
 def _single_run(logits_fn, x, y, keys, todo, *, eps, n_queries, p_init, norm):
   """The official `attack_single_run` (`norm` branch) on the examples in `todo`; the others stay at x, unqueried."""
-  start_keys, loop_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+  start_keys, loop_keys = parts.split(keys)
   if norm == 'linf':
     stripes = jax.vmap(lambda k: jax.random.rademacher(k, (1,) + x.shape[2:], x.dtype))(start_keys)
     start = jnp.clip(x + parts.per_example(eps, x) * stripes, 0.0, 1.0)

@@ -103,7 +103,7 @@ def test_apgd_eot_on_a_randomised_model_matches_the_official(loss):
   noise = lambda v, key: jax.random.normal(key, v.shape, v.dtype)
   noisy = lambda v, key: logits_fn(v + sigma * noise(v, key))
   keys = auto_pgd.parts.example_keys(jax.random.key(0), BATCH)
-  _, draw_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)   # APGD's stream for a randomised model
+  _, draw_keys = auto_pgd.parts.split(keys)   # APGD's stream for a randomised model
   draws = iter(range((steps + 1) * eot))
   replayed = lambda d: nchw(auto_pgd.parts.one_draw(noise, auto_pgd.parts.fold_in(draw_keys, d))(jnp.asarray(x)))
   replay = lambda t: torch_fn(t + sigma * replayed(next(draws)))
